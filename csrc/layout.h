@@ -1,0 +1,81 @@
+/*
+ * The shared-memory layout of a topic segment: the one source of truth.
+ *
+ *   [ header: SPS_HEADER_SIZE bytes ][ slot 0 ][ slot 1 ] ... [ slot N-1 ]
+ *
+ * The header's groups are written by different parties at different times,
+ * so each sits in its own 128-byte block (two cache lines: no false sharing,
+ * even with the adjacent-line prefetcher).
+ */
+#ifndef SHMPUBSUB_LAYOUT_H
+#define SHMPUBSUB_LAYOUT_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shmpubsub.h"
+
+#define SPS_MAGIC UINT64_C(0x3150425553504d53) /* "SMPSUBP1" little-endian */
+#define SPS_BLOCK 128
+
+/* Written once by the creator, before the magic is released. */
+struct sps_identity {
+    _Atomic uint64_t magic;
+    uint32_t layout_version;
+    uint32_t header_size;
+    uint64_t slot_count;
+    uint64_t slot_size;
+    uint64_t slot_stride;
+    uint64_t total_size;
+    uint64_t epoch;
+    int64_t publisher_pid;
+    uint64_t publisher_start_time;
+    uint64_t created_ns;
+};
+
+/* Written by the publisher on every message. */
+struct sps_progress {
+    _Atomic uint64_t write_seq; /* messages completely published */
+    _Atomic uint32_t closed;    /* set once, when the publisher closes */
+};
+
+struct sps_shared_header {
+    struct sps_identity id;
+    unsigned char pad0[SPS_BLOCK - sizeof(struct sps_identity)];
+    struct sps_progress progress;
+    unsigned char pad1[SPS_BLOCK - sizeof(struct sps_progress)];
+};
+
+/* Every slot starts on a 64-byte boundary; seq, length and the first 48
+ * payload bytes share one cache line. seq is 2n+1 while message n is being
+ * written and 2n+2 once it is complete (0: never written). */
+struct sps_slot {
+    _Atomic uint64_t seq;
+    _Atomic uint32_t length;
+    uint32_t reserved;
+    unsigned char payload[];
+};
+
+_Static_assert(sizeof(struct sps_identity) <= SPS_BLOCK, "identity block overflows");
+_Static_assert(offsetof(struct sps_shared_header, progress) == SPS_BLOCK, "progress block misplaced");
+_Static_assert(sizeof(struct sps_shared_header) <= SPS_HEADER_SIZE, "header overflows its page");
+_Static_assert(offsetof(struct sps_slot, payload) == SPS_SLOT_HEADER_SIZE, "slot header size");
+_Static_assert(sizeof(_Atomic uint64_t) == 8 && ATOMIC_LLONG_LOCK_FREE == 2,
+               "64-bit atomics must be lock-free: they live in shared memory");
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
+
+static inline struct sps_shared_header *sps_header(const struct sps_ring *ring)
+{
+    return (struct sps_shared_header *)ring->base;
+}
+
+static inline struct sps_slot *sps_slot_of(const struct sps_ring *ring, uint64_t n)
+{
+    return (struct sps_slot *)(ring->base + SPS_HEADER_SIZE + (n & ring->slot_mask) * ring->slot_stride);
+}
+
+/* Fills a ring view from a validated header. */
+int sps_ring_init(struct sps_ring *ring, const void *base, uint64_t size);
+
+#endif

@@ -1,0 +1,297 @@
+/*
+ * The seqlock ring: one writer, any number of readers that never write.
+ *
+ * Message n lives in slot n mod N. Its sequence word is 2n+1 while it is being
+ * written and 2n+2 once complete, so a reader that wants message n looks only
+ * at that slot: smaller means not yet, equal means readable, larger means the
+ * writer has lapped the reader.
+ *
+ * Memory ordering follows Boehm, "Can Seqlocks Get Along With Programming
+ * Language Memory Models?" (2012): the writer stores the odd sequence, then a
+ * release fence, then the payload; the reader loads the payload, then an
+ * acquire fence, then re-loads the sequence. If any payload word came from a
+ * newer write, the fences make the re-load see the newer odd sequence, and the
+ * copy is thrown away.
+ */
+#include <string.h>
+
+#include "layout.h"
+
+enum writer_state { WRITER_READY = 0, WRITER_LOANED, WRITER_CLOSED, WRITER_FORKED };
+
+/* A lapped reader retries this many times before giving up with SPS_BUSY;
+ * the caller may simply call again (this keeps a hostile writer from
+ * trapping a reader inside C). */
+#define READ_ATTEMPTS 1000
+
+/* Up to this size payloads move as relaxed 64-bit atomic words, which keeps
+ * the racy part of the seqlock data-race-free in C11 (WG21 P1478's recipe).
+ * Larger payloads use memcpy between the same fences, as Linux's seqlocks do:
+ * formally a race, in practice the fastest copy, and any torn result is still
+ * caught by the sequence re-check. */
+#define WORD_COPY_MAX 1024
+
+static void copy_in(unsigned char *slot_payload, const char *src, uint64_t len)
+{
+    if (len > WORD_COPY_MAX) {
+        memcpy(slot_payload, src, len);
+        return;
+    }
+    _Atomic uint64_t *dst = (_Atomic uint64_t *)(void *)slot_payload;
+    uint64_t words = len / 8, rest = len % 8, v;
+    for (uint64_t i = 0; i < words; i++) {
+        memcpy(&v, src + 8 * i, 8);
+        atomic_store_explicit(&dst[i], v, memory_order_relaxed);
+    }
+    if (rest) {
+        v = 0;
+        memcpy(&v, src + 8 * words, rest);
+        atomic_store_explicit(&dst[words], v, memory_order_relaxed);
+    }
+}
+
+static void copy_out(char *dst, const unsigned char *slot_payload, uint64_t len)
+{
+    if (len > WORD_COPY_MAX) {
+        memcpy(dst, slot_payload, len);
+        return;
+    }
+    const _Atomic uint64_t *src = (const _Atomic uint64_t *)(const void *)slot_payload;
+    uint64_t words = len / 8, rest = len % 8, v;
+    for (uint64_t i = 0; i < words; i++) {
+        v = atomic_load_explicit(&src[i], memory_order_relaxed);
+        memcpy(dst + 8 * i, &v, 8);
+    }
+    if (rest) {
+        v = atomic_load_explicit(&src[words], memory_order_relaxed);
+        memcpy(dst + 8 * words, &v, rest);
+    }
+}
+
+/* ---- writer ---- */
+
+int sps_writer_init(struct sps_writer *w, void *base, uint64_t size)
+{
+    memset(w, 0, sizeof *w);
+    int rc = sps_ring_init(&w->ring, base, size);
+    if (rc != SPS_OK) {
+        w->state = WRITER_CLOSED;
+        return rc;
+    }
+    w->next = sps_write_seq(&w->ring);
+    w->state = WRITER_READY;
+    return SPS_OK;
+}
+
+static int writer_refusal(const struct sps_writer *w)
+{
+    switch (w->state) {
+    case WRITER_LOANED: return SPS_LOAN_ACTIVE;
+    case WRITER_FORKED: return SPS_FORKED;
+    default: return SPS_CLOSED;
+    }
+}
+
+/* Marks message n as being written; the payload may be stored after this. */
+static struct sps_slot *begin_write(struct sps_writer *w, uint64_t n)
+{
+    struct sps_slot *slot = sps_slot_of(&w->ring, n);
+    atomic_store_explicit(&slot->seq, 2 * n + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    return slot;
+}
+
+/* Completes message n: readers may take it, and the position moves on.
+ * write_seq is stored seq_cst because the wake-up protocol pairs it with a
+ * seq_cst load of the subscribers' sleep flags. */
+static int64_t end_write(struct sps_writer *w, struct sps_slot *slot, uint64_t n, uint64_t len)
+{
+    atomic_store_explicit(&slot->length, (uint32_t)len, memory_order_relaxed);
+    atomic_store_explicit(&slot->seq, 2 * n + 2, memory_order_release);
+    atomic_store_explicit(&sps_header(&w->ring)->progress.write_seq, n + 1, memory_order_seq_cst);
+    w->next = n + 1;
+    return (int64_t)n;
+}
+
+int64_t sps_publish(struct sps_writer *w, const char *data, uint64_t len)
+{
+    if (w->state != WRITER_READY)
+        return writer_refusal(w);
+    if (len > w->ring.slot_capacity)
+        return SPS_TOO_LARGE;
+    uint64_t n = w->next;
+    struct sps_slot *slot = begin_write(w, n);
+    copy_in(slot->payload, data, len);
+    return end_write(w, slot, n, len);
+}
+
+int sps_loan(struct sps_writer *w, uint64_t len, uint64_t *offset)
+{
+    *offset = 0;
+    if (w->state != WRITER_READY)
+        return writer_refusal(w);
+    if (len > w->ring.slot_capacity)
+        return SPS_TOO_LARGE;
+    struct sps_slot *slot = begin_write(w, w->next);
+    w->loan_len = len;
+    w->state = WRITER_LOANED;
+    *offset = (uint64_t)(slot->payload - w->ring.base);
+    return SPS_OK;
+}
+
+int64_t sps_commit(struct sps_writer *w)
+{
+    if (w->state != WRITER_LOANED)
+        return w->state == WRITER_READY ? SPS_NO_LOAN : writer_refusal(w);
+    w->state = WRITER_READY;
+    return end_write(w, sps_slot_of(&w->ring, w->next), w->next, w->loan_len);
+}
+
+/* The slot keeps its odd sequence: its old message may already be partly
+ * overwritten, so it must never look complete again. Readers waiting for
+ * message n keep waiting; readers that wanted the old message count it lost.
+ * The next publish reuses number n. */
+int sps_abort(struct sps_writer *w)
+{
+    if (w->state != WRITER_LOANED)
+        return w->state == WRITER_READY ? SPS_NO_LOAN : writer_refusal(w);
+    w->state = WRITER_READY;
+    return SPS_OK;
+}
+
+void sps_writer_close(struct sps_writer *w)
+{
+    if (w->state == WRITER_READY || w->state == WRITER_LOANED)
+        atomic_store_explicit(&sps_header(&w->ring)->progress.closed, 1, memory_order_seq_cst);
+    w->state = WRITER_CLOSED;
+}
+
+void sps_writer_forked(struct sps_writer *w)
+{
+    if (w->state != WRITER_CLOSED)
+        w->state = WRITER_FORKED;
+}
+
+/* ---- reader ---- */
+
+int sps_reader_init(struct sps_reader *r, const void *base, uint64_t size, int start, int resync)
+{
+    memset(r, 0, sizeof *r);
+    r->validate = 1;
+    r->resync = resync;
+    int rc = sps_ring_init(&r->ring, base, size);
+    if (rc != SPS_OK) {
+        r->closed = 1;
+        return rc;
+    }
+    uint64_t w = sps_write_seq(&r->ring);
+    switch (start) {
+    case SPS_START_LATEST:
+        r->next = w > 0 ? w - 1 : 0;
+        break;
+    case SPS_START_OLDEST:
+        r->next = w > r->ring.slot_count ? w - r->ring.slot_count : 0;
+        break;
+    default:
+        r->next = w;
+    }
+    return SPS_OK;
+}
+
+static uint64_t max_u64(uint64_t a, uint64_t b)
+{
+    return a > b ? a : b;
+}
+
+/* The writer has overwritten (or is overwriting) the message we wanted; it
+ * left sequence word `seen` in that slot. Jump forward and count the exact
+ * number of messages skipped. The slot's own sequence bounds how far the
+ * writer has got even if our view of write_seq is stale, and the reader only
+ * ever moves forward, even over a garbage sequence word. */
+static void resync(struct sps_reader *r, uint64_t seen)
+{
+    uint64_t n_slots = r->ring.slot_count;
+    uint64_t written = sps_write_seq(&r->ring);
+    uint64_t lapping = (seen - 1) / 2;               /* message number that lapped us */
+    uint64_t started = max_u64(written, lapping + 1); /* messages 0..started-1 exist */
+    uint64_t target;
+    if (r->resync == SPS_RESYNC_LATEST)
+        target = written > 0 ? written - 1 : 0;
+    else
+        target = started > n_slots ? started - n_slots : 0;
+    target = max_u64(target, r->next + 1);
+    r->lost += target - r->next;
+    r->next = target;
+}
+
+int64_t sps_read(struct sps_reader *r, char *dst, uint64_t cap)
+{
+    if (r->closed)
+        return SPS_CLOSED;
+    for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+        uint64_t n = r->next;
+        uint64_t want = 2 * n + 2;
+        struct sps_slot *slot = sps_slot_of(&r->ring, n);
+        uint64_t s1 = atomic_load_explicit(&slot->seq, memory_order_acquire);
+        if (s1 < want)
+            return SPS_EMPTY;
+        if (s1 == want) {
+            uint64_t len = atomic_load_explicit(&slot->length, memory_order_relaxed);
+            if (len > r->ring.slot_capacity) /* only a torn or forged length */
+                len = r->ring.slot_capacity;
+            int fits = len <= cap;
+            if (fits)
+                copy_out(dst, slot->payload, len);
+            atomic_thread_fence(memory_order_acquire);
+            uint64_t s2 = atomic_load_explicit(&slot->seq, memory_order_relaxed);
+            if (s2 == s1 || !r->validate) {
+                r->last_len = len;
+                if (!fits)
+                    return SPS_BUFFER_TOO_SMALL;
+                r->last_seq = n;
+                r->next = n + 1;
+                return (int64_t)len;
+            }
+            s1 = s2;
+        }
+        resync(r, s1);
+    }
+    return SPS_BUSY;
+}
+
+int64_t sps_read_latest(struct sps_reader *r, char *dst, uint64_t cap, uint64_t *seq)
+{
+    if (r->closed)
+        return SPS_CLOSED;
+    for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+        uint64_t written = sps_write_seq(&r->ring);
+        if (written == 0)
+            return SPS_EMPTY;
+        uint64_t n = written - 1;
+        struct sps_slot *slot = sps_slot_of(&r->ring, n);
+        uint64_t s1 = atomic_load_explicit(&slot->seq, memory_order_acquire);
+        if (s1 != 2 * n + 2)
+            continue; /* already overwritten: look at write_seq again */
+        uint64_t len = atomic_load_explicit(&slot->length, memory_order_relaxed);
+        if (len > r->ring.slot_capacity)
+            len = r->ring.slot_capacity;
+        int fits = len <= cap;
+        if (fits)
+            copy_out(dst, slot->payload, len);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&slot->seq, memory_order_relaxed) != s1)
+            continue;
+        if (!fits) {
+            r->last_len = len;
+            return SPS_BUFFER_TOO_SMALL;
+        }
+        *seq = n;
+        return (int64_t)len;
+    }
+    return SPS_BUSY;
+}
+
+void sps_reader_close(struct sps_reader *r)
+{
+    r->closed = 1;
+}

@@ -1,0 +1,155 @@
+/*
+ * shmpubsub C core: the public interface.
+ *
+ * A topic is one shared-memory segment: a header page followed by a ring of
+ * fixed-size slots guarded by per-slot sequence words (a seqlock per slot).
+ * One writer publishes; any number of readers copy messages out and validate
+ * them. Readers never write to the segment.
+ *
+ * The region between the CDEF markers is read verbatim by build_ffi.py and
+ * handed to cffi, so Python and C share one declaration of everything they
+ * both use. Keep it plain C: no #if, no _Atomic, no macros with expressions.
+ * The shared-memory layout itself (with its atomics) is private to the C
+ * sources: see layout.h.
+ */
+#ifndef SHMPUBSUB_H
+#define SHMPUBSUB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* CDEF BEGIN */
+
+/* Bump on any change to the segment layout or to the protocol. */
+#define SPS_LAYOUT_VERSION 1
+
+#define SPS_HEADER_SIZE 4096
+#define SPS_SLOT_HEADER_SIZE 16
+#define SPS_SLOT_ALIGN 64
+#define SPS_MAX_SLOT_COUNT 1073741824
+#define SPS_MAX_SLOT_SIZE 2147483648
+
+/* Where a new reader starts. */
+enum sps_start {
+    SPS_START_NEXT = 0,   /* the first message published after attaching */
+    SPS_START_LATEST = 1, /* the newest message already published */
+    SPS_START_OLDEST = 2  /* the oldest message the ring still holds */
+};
+
+/* Where a lapped reader resumes. */
+enum sps_resync {
+    SPS_RESYNC_OLDEST = 0, /* the oldest message that can still be intact */
+    SPS_RESYNC_LATEST = 1  /* the newest complete message */
+};
+
+/* Return codes: a call returns a length or sequence number (>= 0) or one of these. */
+enum sps_status {
+    SPS_OK = 0,
+    SPS_EMPTY = -1,           /* no new message */
+    SPS_TOO_LARGE = -2,       /* message larger than a slot's capacity */
+    SPS_BUFFER_TOO_SMALL = -3,/* destination too small; the message stays unread */
+    SPS_LOAN_ACTIVE = -4,     /* a loan is open: commit or abort it first */
+    SPS_NO_LOAN = -5,         /* commit or abort without a loan */
+    SPS_CLOSED = -6,          /* the handle was closed */
+    SPS_FORKED = -7,          /* a writer inherited through fork(): only its creator may publish */
+    SPS_BUSY = -8,            /* no consistent read within the retry budget (writer too fast) */
+    /* header validation */
+    SPS_E_SIZE = -20,         /* mapping smaller than a header */
+    SPS_E_UNINITIALISED = -21,/* magic not written yet: creator still starting, or died */
+    SPS_E_MAGIC = -22,        /* not a shmpubsub segment */
+    SPS_E_VERSION = -23,      /* written by an incompatible layout version */
+    SPS_E_HEADER_SIZE = -24,  /* header size field is wrong */
+    SPS_E_GEOMETRY = -25,     /* slot count or slot size out of range */
+    SPS_E_TOTAL = -26         /* total size overflows or disagrees with the mapping */
+};
+
+/* A process-local view of a mapped segment. The geometry is copied out of the
+ * header once, after validation, and never re-read from shared memory. */
+struct sps_ring {
+    unsigned char *base;      /* start of the mapping */
+    uint64_t size;            /* bytes mapped */
+    uint64_t slot_count;      /* a power of two */
+    uint64_t slot_mask;
+    uint64_t slot_stride;     /* bytes per slot, slot header included */
+    uint64_t slot_capacity;   /* largest payload */
+};
+
+struct sps_writer {
+    struct sps_ring ring;
+    uint64_t next;            /* number of the next message */
+    uint64_t loan_len;
+    int state;                /* private: ready, loaned, closed, forked */
+};
+
+struct sps_reader {
+    struct sps_ring ring;
+    uint64_t next;            /* number of the next message wanted */
+    uint64_t lost;            /* messages skipped because the writer lapped us */
+    uint64_t last_seq;        /* number of the message last returned */
+    uint64_t last_len;        /* its length (or, after SPS_BUFFER_TOO_SMALL, the length needed) */
+    int resync;               /* enum sps_resync */
+    int validate;             /* 1; 0 only in the test that proves the checker catches torn reads */
+    int closed;
+};
+
+/* Everything in a header, as validated plain values. */
+struct sps_header_info {
+    uint32_t layout_version;
+    uint32_t header_size;
+    uint64_t slot_count;
+    uint64_t slot_size;       /* largest payload */
+    uint64_t slot_stride;
+    uint64_t total_size;
+    uint64_t epoch;
+    int64_t publisher_pid;
+    uint64_t publisher_start_time;
+    uint64_t created_ns;
+    uint64_t write_seq;
+    uint32_t closed;
+};
+
+/* Segment geometry: stride and total size for a slot count and payload size. */
+int sps_geometry(uint64_t slot_count, uint64_t slot_size,
+                 uint64_t *slot_stride, uint64_t *total_size);
+
+/* Writes a fresh header into a zeroed mapping; the magic is stored last. */
+int sps_header_init(void *base, uint64_t size, uint64_t slot_count, uint64_t slot_size,
+                    uint64_t epoch, int64_t publisher_pid, uint64_t publisher_start_time,
+                    uint64_t created_ns);
+
+/* Validates a header completely against the mapped size and fills *info.
+ * On SPS_E_VERSION, info->layout_version holds the version found. */
+int sps_header_read(const void *base, uint64_t size, struct sps_header_info *info);
+
+int sps_writer_init(struct sps_writer *w, void *base, uint64_t size);
+int64_t sps_publish(struct sps_writer *w, const char *data, uint64_t len);
+/* Opens a loan of len bytes; *offset is where its payload starts in the mapping. */
+int sps_loan(struct sps_writer *w, uint64_t len, uint64_t *offset);
+int64_t sps_commit(struct sps_writer *w);
+int sps_abort(struct sps_writer *w);
+/* Marks the topic closed in shared memory; the handle refuses further use. */
+void sps_writer_close(struct sps_writer *w);
+/* Makes an inherited copy of a writer refuse to publish (called in a fork child). */
+void sps_writer_forked(struct sps_writer *w);
+
+int sps_reader_init(struct sps_reader *r, const void *base, uint64_t size, int start, int resync);
+/* Copies the next message into dst: its length, SPS_EMPTY, SPS_BUFFER_TOO_SMALL,
+ * SPS_BUSY or SPS_CLOSED. Lapping is absorbed: r->lost grows by the exact count. */
+int64_t sps_read(struct sps_reader *r, char *dst, uint64_t cap);
+/* Copies the newest complete message without moving the stream; *seq gets its number. */
+int64_t sps_read_latest(struct sps_reader *r, char *dst, uint64_t cap, uint64_t *seq);
+void sps_reader_close(struct sps_reader *r);
+
+uint64_t sps_write_seq(const struct sps_ring *ring);
+int sps_topic_closed(const struct sps_ring *ring);
+
+/* Whole-file open-file-description lock: the single-writer guard.
+ * sps_lock_take: 0, or an errno (EAGAIN / EACCES while someone holds it).
+ * sps_lock_probe: 1 if another open file description holds a lock, 0 if not,
+ * or a negative errno. */
+int sps_lock_take(int fd);
+int sps_lock_probe(int fd);
+
+/* CDEF END */
+
+#endif

@@ -1,0 +1,52 @@
+"""shmpubsub: one-publisher, many-subscriber messaging between processes through POSIX shared memory.
+
+    import shmpubsub as sps
+    with sps.Publisher("prices", slots=1024, slot_size=4096) as pub:
+        pub.publish(b"...")
+    with sps.Subscriber("prices") as sub:
+        msg = sub.try_receive()
+"""
+
+from .errors import (
+    ClosedError,
+    InvalidArgument,
+    InvalidSegment,
+    InvalidType,
+    LoanError,
+    MessageTooLarge,
+    NoSpace,
+    PermissionDenied,
+    SegmentError,
+    ShmPubSubError,
+    TopicExists,
+    TopicNotFound,
+)
+from .message import Message
+from .names import PREFIX
+from .publisher import Loan, Publisher
+from .segment import Segment
+from .subscriber import Subscriber
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PREFIX",
+    "ClosedError",
+    "InvalidArgument",
+    "InvalidSegment",
+    "InvalidType",
+    "Loan",
+    "LoanError",
+    "Message",
+    "MessageTooLarge",
+    "NoSpace",
+    "PermissionDenied",
+    "Publisher",
+    "Segment",
+    "SegmentError",
+    "ShmPubSubError",
+    "Subscriber",
+    "TopicExists",
+    "TopicNotFound",
+    "__version__",
+]

@@ -1,0 +1,334 @@
+"""Typed wrappers over the compiled C core: the only module that touches ``lib``.
+
+Each wrapper checks arguments in Python, calls C once, and turns C status
+codes into exceptions from :mod:`shmpubsub.errors`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from typing import Any, Final, Union
+
+from ._ffi import ffi, lib
+from .errors import (
+    ClosedError,
+    InvalidArgument,
+    InvalidSegment,
+    InvalidType,
+    LoanError,
+    MessageTooLarge,
+    ShmPubSubError,
+)
+
+#: The layout version this Python package speaks; the extension must agree.
+LAYOUT_VERSION: Final = 1
+
+if lib.SPS_LAYOUT_VERSION != LAYOUT_VERSION:  # pragma: no cover - only with a stale build
+    raise ImportError(
+        f"shmpubsub's compiled core speaks layout version {lib.SPS_LAYOUT_VERSION} but the Python "
+        f"package expects {LAYOUT_VERSION}: the extension is stale, reinstall shmpubsub"
+    )
+
+HEADER_SIZE: Final[int] = lib.SPS_HEADER_SIZE
+MAX_SLOT_COUNT: Final[int] = lib.SPS_MAX_SLOT_COUNT
+MAX_SLOT_SIZE: Final[int] = lib.SPS_MAX_SLOT_SIZE
+
+START_MODES: Final = {"next": lib.SPS_START_NEXT, "latest": lib.SPS_START_LATEST, "oldest": lib.SPS_START_OLDEST}
+RESYNC_MODES: Final = {"oldest": lib.SPS_RESYNC_OLDEST, "latest": lib.SPS_RESYNC_LATEST}
+
+# A bytes-like object: anything that exports a contiguous buffer.
+Buffer = Union[bytes, bytearray, memoryview, Any]
+
+_EMPTY: Final[int] = lib.SPS_EMPTY
+_BUSY: Final[int] = lib.SPS_BUSY
+
+
+@dataclass(frozen=True)
+class HeaderInfo:
+    """A validated segment header."""
+
+    layout_version: int
+    slot_count: int
+    slot_size: int
+    slot_stride: int
+    total_size: int
+    epoch: int
+    publisher_pid: int
+    publisher_start_time: int
+    created_ns: int
+    write_seq: int
+    closed: bool
+
+
+class HeaderNotReady(InvalidSegment):
+    """The segment exists but its creator has not finished writing the header (or died first)."""
+
+
+class ForeignSegment(InvalidSegment):
+    """The segment does not carry shmpubsub's magic number."""
+
+
+_HEADER_ERRORS: Final = {
+    lib.SPS_E_SIZE: "is smaller than a segment header",
+    lib.SPS_E_HEADER_SIZE: "has a corrupt header (wrong header size)",
+    lib.SPS_E_GEOMETRY: "has a corrupt header (slot count or slot size out of range)",
+    lib.SPS_E_TOTAL: "is truncated or corrupt (its size disagrees with its header)",
+}
+
+
+def geometry(slot_count: int, slot_size: int) -> tuple[int, int]:
+    """(slot stride, total segment size) for a ring; InvalidArgument if out of range."""
+    if not isinstance(slot_count, int) or not isinstance(slot_size, int):
+        raise InvalidType("slots and slot_size must be integers")
+    if not 1 <= slot_count <= MAX_SLOT_COUNT or slot_count & (slot_count - 1):
+        raise InvalidArgument(f"slots must be a power of two between 1 and {MAX_SLOT_COUNT}, not {slot_count}")
+    if not 0 <= slot_size <= MAX_SLOT_SIZE:
+        raise InvalidArgument(f"slot_size must be between 0 and {MAX_SLOT_SIZE} bytes, not {slot_size}")
+    stride = ffi.new("uint64_t *")
+    total = ffi.new("uint64_t *")
+    if lib.sps_geometry(slot_count, slot_size, stride, total) != lib.SPS_OK:  # pragma: no cover
+        raise InvalidArgument(f"no ring of {slot_count} slots of {slot_size} bytes")
+    return int(stride[0]), int(total[0])
+
+
+def pointer_to(mapping: Any, writable: bool) -> Any:
+    """A C pointer to the start of a mapping; release it with :func:`release` before unmapping."""
+    return ffi.from_buffer("unsigned char[]", mapping, require_writable=writable)
+
+
+def release(pointer: Any) -> None:
+    ffi.release(pointer)
+
+
+def init_header(
+    base: Any, size: int, slot_count: int, slot_size: int, *, epoch: int, pid: int, start_time: int, created_ns: int
+) -> None:
+    rc = lib.sps_header_init(base, size, slot_count, slot_size, epoch, pid, start_time, created_ns)
+    if rc != lib.SPS_OK:  # pragma: no cover - geometry was checked by the caller
+        raise InvalidArgument(f"cannot lay out {slot_count} slots of {slot_size} bytes in {size} bytes")
+
+
+def read_header(base: Any, size: int, what: str) -> HeaderInfo:
+    """Validates the header of a mapping of *size* bytes; *what* names it in errors."""
+    info = ffi.new("struct sps_header_info *")
+    rc = lib.sps_header_read(base, size, info)
+    if rc == lib.SPS_E_UNINITIALISED:
+        raise HeaderNotReady(f"{what} is not initialised (its creator is still starting, or died)")
+    if rc == lib.SPS_E_MAGIC:
+        raise ForeignSegment(f"{what} is not a shmpubsub segment (bad magic number)")
+    if rc == lib.SPS_E_VERSION:
+        raise InvalidSegment(
+            f"{what} has layout version {info.layout_version}; this shmpubsub speaks version "
+            f"{LAYOUT_VERSION} (publisher and subscriber must run compatible versions)"
+        )
+    if rc != lib.SPS_OK:
+        raise InvalidSegment(f"{what} {_HEADER_ERRORS.get(rc, f'is invalid (code {rc})')}")
+    return HeaderInfo(
+        layout_version=info.layout_version,
+        slot_count=info.slot_count,
+        slot_size=info.slot_size,
+        slot_stride=info.slot_stride,
+        total_size=info.total_size,
+        epoch=info.epoch,
+        publisher_pid=info.publisher_pid,
+        publisher_start_time=info.publisher_start_time,
+        created_ns=info.created_ns,
+        write_seq=info.write_seq,
+        closed=bool(info.closed),
+    )
+
+
+def lock_take(fd: int) -> bool:
+    """Takes the single-writer lock on *fd*: True if taken, False if another holder has it."""
+    err = lib.sps_lock_take(fd)
+    if err == 0:
+        return True
+    if err in (errno.EAGAIN, errno.EACCES):  # held by someone else
+        return False
+    raise OSError(err, f"cannot lock the segment: {os.strerror(err)}")
+
+
+def lock_held(fd: int) -> bool:
+    """True if any other open file description holds the single-writer lock on *fd*."""
+    rc = lib.sps_lock_probe(fd)
+    if rc < 0:
+        raise OSError(-rc, f"cannot probe the segment lock: {os.strerror(-rc)}")
+    return bool(rc)
+
+
+def as_buffer(data: Buffer) -> Any:
+    """A C view of any bytes-like object, without copying."""
+    try:
+        return ffi.from_buffer(data)
+    except TypeError:
+        raise InvalidType(f"expected a bytes-like object, not {type(data).__name__}") from None
+    except ValueError as e:  # not C-contiguous
+        raise InvalidArgument(f"the buffer must be contiguous: {e}") from None
+
+
+class Writer:
+    """The publishing end of a mapped ring."""
+
+    __slots__ = ("_base", "_topic", "_w")
+
+    def __init__(self, base: Any, size: int, topic: str) -> None:
+        self._w = ffi.new("struct sps_writer *")
+        self._base = base
+        self._topic = topic
+        rc = lib.sps_writer_init(self._w, base, size)
+        if rc != lib.SPS_OK:  # pragma: no cover - the segment was just created and validated
+            raise InvalidSegment(f"topic {topic!r}: cannot attach a writer (code {rc})")
+
+    @property
+    def capacity(self) -> int:
+        return int(self._w.ring.slot_capacity)
+
+    @property
+    def next_seq(self) -> int:
+        return int(self._w.next)
+
+    def publish(self, data: Buffer) -> int:
+        if type(data) is bytes:  # fast path: cffi passes bytes without a copy
+            seq: int = lib.sps_publish(self._w, data, len(data))
+        else:
+            view = as_buffer(data)
+            seq = lib.sps_publish(self._w, view, len(view))
+        if seq < 0:
+            raise self._refusal(seq, len(data) if type(data) is bytes else len(as_buffer(data)))
+        return seq
+
+    def loan(self, size: int) -> int:
+        """Opens a loan; returns the payload's offset in the mapping."""
+        if not isinstance(size, int) or size < 0:
+            raise InvalidArgument(f"loan size must be a non-negative integer, not {size!r}")
+        offset = ffi.new("uint64_t *")
+        rc = lib.sps_loan(self._w, size, offset)
+        if rc != lib.SPS_OK:
+            raise self._refusal(rc, size)
+        return int(offset[0])
+
+    def commit(self) -> int:
+        seq: int = lib.sps_commit(self._w)
+        if seq < 0:
+            raise self._refusal(seq, 0)
+        return seq
+
+    def abort(self) -> None:
+        rc = lib.sps_abort(self._w)
+        if rc != lib.SPS_OK:
+            raise self._refusal(rc, 0)
+
+    def close(self) -> None:
+        """Marks the topic closed in shared memory; further calls raise ClosedError."""
+        lib.sps_writer_close(self._w)
+
+    def forked(self) -> None:
+        """Disables this copy of the writer (it was inherited by a fork child)."""
+        lib.sps_writer_forked(self._w)
+
+    def _refusal(self, code: int, size: int) -> ShmPubSubError:
+        if code == lib.SPS_TOO_LARGE:
+            return MessageTooLarge(
+                f"a message of {size} bytes does not fit topic {self._topic!r} (slot_size={self.capacity})"
+            )
+        if code == lib.SPS_LOAN_ACTIVE:
+            return LoanError(f"topic {self._topic!r}: a loan is open; leave its with-block first")
+        if code == lib.SPS_NO_LOAN:
+            return LoanError(f"topic {self._topic!r}: no loan is open")
+        if code == lib.SPS_FORKED:
+            return ClosedError(
+                f"topic {self._topic!r}: this publisher was inherited through fork(); only the process "
+                "that created it may publish"
+            )
+        return ClosedError(f"topic {self._topic!r}: the publisher is closed")
+
+
+class Reader:
+    """The reading end of a mapped ring: copies messages out and validates them."""
+
+    __slots__ = ("_cap", "_r", "_scratch", "_seq_out", "_topic")
+
+    def __init__(self, base: Any, size: int, topic: str, start: int, resync: int) -> None:
+        self._r = ffi.new("struct sps_reader *")
+        self._topic = topic
+        rc = lib.sps_reader_init(self._r, base, size, start, resync)
+        if rc != lib.SPS_OK:  # pragma: no cover - validated just before
+            raise InvalidSegment(f"topic {topic!r}: cannot attach a reader (code {rc})")
+        self._cap = int(self._r.ring.slot_capacity)
+        self._scratch = ffi.new("char[]", max(self._cap, 1))
+        self._seq_out = ffi.new("uint64_t *")
+
+    @property
+    def lost(self) -> int:
+        return int(self._r.lost)
+
+    @property
+    def next_seq(self) -> int:
+        return int(self._r.next)
+
+    @property
+    def last_seq(self) -> int:
+        return int(self._r.last_seq)
+
+    @property
+    def write_seq(self) -> int:
+        return int(lib.sps_write_seq(ffi.addressof(self._r, "ring")))
+
+    @property
+    def topic_closed(self) -> bool:
+        return bool(lib.sps_topic_closed(ffi.addressof(self._r, "ring")))
+
+    def read(self) -> tuple[bytes, int] | None:
+        """The next message as (payload, sequence number), or None if there is none yet."""
+        while True:
+            n: int = lib.sps_read(self._r, self._scratch, self._cap)
+            if n >= 0:
+                return ffi.unpack(self._scratch, n), self._r.last_seq
+            if n == _EMPTY:
+                return None
+            if n != _BUSY:
+                raise self._refusal(n)
+
+    def read_into(self, buffer: Buffer) -> int | None:
+        """Copies the next message into *buffer*; its length, or None if there is none yet."""
+        try:
+            dst = ffi.from_buffer(buffer, require_writable=True)
+        except TypeError:
+            raise InvalidType(f"expected a writable bytes-like object, not {type(buffer).__name__}") from None
+        while True:
+            n: int = lib.sps_read(self._r, dst, len(dst))
+            if n >= 0:
+                return n
+            if n == _EMPTY:
+                return None
+            if n == lib.SPS_BUFFER_TOO_SMALL:
+                raise MessageTooLarge(
+                    f"topic {self._topic!r}: message {self._r.next} has {self._r.last_len} bytes but the "
+                    f"buffer holds {len(dst)}; it stays unread"
+                )
+            if n != _BUSY:
+                raise self._refusal(n)
+
+    def read_latest(self) -> tuple[bytes, int] | None:
+        while True:
+            n: int = lib.sps_read_latest(self._r, self._scratch, self._cap, self._seq_out)
+            if n >= 0:
+                return ffi.unpack(self._scratch, n), int(self._seq_out[0])
+            if n == _EMPTY:
+                return None
+            if n != _BUSY:
+                raise self._refusal(n)
+
+    def close(self) -> None:
+        lib.sps_reader_close(self._r)
+
+    def _refusal(self, code: int) -> ShmPubSubError:
+        if code == lib.SPS_CLOSED:
+            return ClosedError(f"topic {self._topic!r}: the subscriber is closed")
+        return ShmPubSubError(f"topic {self._topic!r}: unexpected status {code} from the ring")  # pragma: no cover
+
+    def _skip_validation_for_test(self) -> None:
+        """Turns off torn-read detection. Only for the test that proves the checker catches torn reads."""
+        self._r.validate = 0

@@ -1,0 +1,66 @@
+"""The exception hierarchy.
+
+Every error the library raises derives from :class:`ShmPubSubError`, and also
+from the builtin a caller would naturally catch (``FileExistsError``,
+``ValueError``, ...), so both ``except sps.TopicExists`` and
+``except FileExistsError`` work.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class ShmPubSubError(Exception):
+    """Base class of every shmpubsub error."""
+
+
+class TopicExists(ShmPubSubError, FileExistsError):
+    """A live publisher already owns the topic."""
+
+
+class TopicNotFound(ShmPubSubError, FileNotFoundError):
+    """No topic of that name exists (no publisher has created it)."""
+
+
+class MessageTooLarge(ShmPubSubError, ValueError):
+    """The message does not fit in a slot (or in the caller's buffer)."""
+
+
+class InvalidSegment(ShmPubSubError, ValueError):
+    """A segment exists under the name but is corrupt, truncated, foreign or of another layout version."""
+
+
+class InvalidArgument(ShmPubSubError, ValueError):
+    """A bad argument value: a topic name, a geometry, a start mode, ..."""
+
+
+class InvalidType(ShmPubSubError, TypeError):
+    """An argument of the wrong type, such as a message that is not a bytes-like object."""
+
+
+class ClosedError(ShmPubSubError, ValueError):
+    """The handle was closed (or, for a publisher, inherited through fork)."""
+
+
+class LoanError(ShmPubSubError, RuntimeError):
+    """A loan is misused: publishing while one is open, or committing none."""
+
+
+class SegmentError(ShmPubSubError, OSError):
+    """The operating system refused a shared-memory operation."""
+
+
+class PermissionDenied(SegmentError, PermissionError):
+    """The process may not open or create the segment."""
+
+
+class NoSpace(SegmentError):
+    """There is not enough shared memory (``/dev/shm`` is full)."""
+
+    def __init__(self, topic: str, size: int) -> None:
+        super().__init__(
+            _errno.ENOSPC,
+            f"not enough shared memory for topic {topic!r}: {size} bytes could not be reserved "
+            "(is /dev/shm full?)",
+        )

@@ -1,0 +1,289 @@
+"""The publishing side of a topic: owns the segment from creation to removal."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import secrets
+import time
+import warnings
+import weakref
+from types import TracebackType
+
+from . import _core, _proc
+from .errors import ClosedError, InvalidArgument, InvalidSegment, MessageTooLarge, TopicExists, TopicNotFound
+from .names import validate_topic
+from .segment import Segment
+
+log = logging.getLogger(__name__)
+
+# A creator holds its new segment unlocked only between shm_open and fcntl (microseconds);
+# a segment found unlocked and uninitialised for longer than this belongs to a dead creator.
+_STARTUP_GRACE = 0.2
+_CLAIM_ATTEMPTS = 50
+
+_live: weakref.WeakSet[Publisher] = weakref.WeakSet()
+
+
+class Publisher:
+    """The single writer of a topic.
+
+    ``Publisher(topic, slots=1024, slot_size=4096, mode=0o600)`` creates the topic's segment:
+    *slots* messages (a power of two) of at most *slot_size* bytes each are retained. If a
+    publisher already owns the topic, :class:`TopicExists` names its pid; if the previous
+    owner died, its segment is removed and the topic re-created with a new epoch.
+
+    Use it as a context manager, or call :meth:`close`, which marks the topic closed and
+    removes the segment.
+    """
+
+    def __init__(self, topic: str, *, slots: int = 1024, slot_size: int = 4096, mode: int = 0o600) -> None:
+        self._closed = True  # until fully built, so __del__ of a half-built object does nothing
+        self.topic = validate_topic(topic)
+        if not isinstance(mode, int) or not 0 <= mode <= 0o777:
+            raise InvalidArgument(f"mode must be a permission mask such as 0o600, not {mode!r}")
+        _, total = _core.geometry(slots, slot_size)
+        self._pid = os.getpid()
+        self._segment = _claim(self.topic, mode)
+        try:
+            self._segment.size(total)
+            mapping = self._segment.map()
+            self._base = _core.pointer_to(mapping, writable=True)
+            self.epoch = secrets.randbits(63) | 1
+            _core.init_header(
+                self._base,
+                total,
+                slots,
+                slot_size,
+                epoch=self.epoch,
+                pid=self._pid,
+                start_time=_proc.start_time(self._pid) or 0,
+                created_ns=time.time_ns(),
+            )
+            self._writer = _core.Writer(self._base, total, self.topic)
+            self._view = memoryview(mapping)
+        except BaseException:
+            if hasattr(self, "_base"):
+                _core.release(self._base)
+            self._segment.remove()
+            self._segment.close()
+            raise
+        self.slots = slots
+        self.slot_size = slot_size
+        self._loan_open = False
+        self._closed = False
+        _live.add(self)
+
+    # -- publishing --------------------------------------------------------
+
+    def publish(self, data: _core.Buffer) -> int:
+        """Publishes one message (any bytes-like object, copied once into the ring).
+
+        Returns its sequence number (0, 1, 2, ...). Never blocks and never waits for
+        subscribers. Raises MessageTooLarge if it exceeds ``slot_size``, ClosedError after
+        close, LoanError while a loan is open. Costs one C call and one copy.
+        """
+        return self._writer.publish(data)
+
+    def loan(self, size: int) -> Loan:
+        """Lends the next slot for a zero-copy write of exactly *size* bytes::
+
+            with pub.loan(5) as buf:      # a writable memoryview into the slot
+                buf[:] = b"hello"         # published when the block exits normally
+            loan.seq                       # (on the Loan object) its sequence number
+
+        If the block raises, nothing is published. The view holds the slot's previous bytes
+        until overwritten, and must not be used after the block. Raises MessageTooLarge if
+        *size* exceeds ``slot_size``.
+        """
+        if isinstance(size, int) and size > self.slot_size:
+            raise MessageTooLarge(
+                f"a loan of {size} bytes does not fit topic {self.topic!r} (slot_size={self.slot_size})"
+            )
+        return Loan(self, size)
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def published(self) -> int:
+        """Number of messages published on this topic (the next sequence number)."""
+        return self._writer.next_seq
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Marks the topic closed, unmaps and removes the segment. Idempotent.
+
+        In a process that inherited this publisher through fork(), only releases that
+        process's own view: the topic belongs to the process that created it.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        _live.discard(self)
+        owner = os.getpid() == self._pid
+        if owner:
+            self._writer.close()
+        else:
+            self._writer.forked()
+        self._view.release()
+        _core.release(self._base)
+        if owner:
+            self._segment.unmap()
+            self._segment.remove()
+        self._segment.close()
+
+    def _after_fork_in_child(self) -> None:
+        # The child must neither publish (single writer) nor keep the lock alive after the
+        # parent dies (it shares the parent's open file description): drop its copies.
+        self._writer.forked()
+        self.close()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=2)
+            self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"published={self.published}"
+        return f"<shmpubsub.Publisher {self.topic!r} slots={self.slots} slot_size={self.slot_size} {state}>"
+
+
+class Loan:
+    """A slot lent for a zero-copy write; see :meth:`Publisher.loan`."""
+
+    __slots__ = ("_pub", "_size", "_view", "seq")
+
+    def __init__(self, pub: Publisher, size: int) -> None:
+        self._pub = pub
+        self._size = size
+        self._view: memoryview | None = None
+        #: The message's sequence number once published, else None.
+        self.seq: int | None = None
+
+    def __enter__(self) -> memoryview:
+        if self._pub.closed:
+            raise ClosedError(f"topic {self._pub.topic!r}: the publisher is closed")
+        offset = self._pub._writer.loan(self._size)
+        self._view = self._pub._view[offset : offset + self._size]
+        return self._view
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        view, self._view = self._view, None
+        if view is not None:
+            try:
+                view.release()
+            except BufferError:
+                pass  # the caller still holds a view derived from it (a numpy array, say)
+        if exc_type is None:
+            self.seq = self._pub._writer.commit()
+        elif not self._pub.closed:
+            self._pub._writer.abort()
+
+
+def _claim(topic: str, mode: int) -> Segment:
+    """Creates the topic's segment and takes its single-writer lock, taking over the segment
+    of a dead publisher if there is one."""
+    unready_since: float | None = None
+    for _ in range(_CLAIM_ATTEMPTS):
+        try:
+            segment = Segment.create(topic, mode)
+        except TopicExists:
+            pass
+        else:
+            if _lock_new(segment):
+                return segment
+            segment.close()  # someone probed it in the instant before our lock; retry
+            continue
+        try:
+            existing = Segment.open(topic, writable=True)
+        except TopicNotFound:
+            continue  # removed meanwhile: create again
+        try:
+            if not existing.lock():
+                if existing.still_named():
+                    raise TopicExists(errno.EEXIST, _owner_message(topic, existing))
+                continue
+            # Lock taken: its owner is dead, unless a creator is just starting up.
+            if not _initialised(existing):
+                now = time.monotonic()
+                unready_since = unready_since or now
+                if now - unready_since < _STARTUP_GRACE:
+                    existing.close()  # releases our probe lock
+                    time.sleep(0.005)
+                    continue
+            log.info("topic %r: its publisher is gone; removing its segment and re-creating it", topic)
+            existing.remove()
+        finally:
+            existing.close()
+    raise TopicExists(errno.EEXIST, f"topic {topic!r}: could not claim it after {_CLAIM_ATTEMPTS} attempts (contention)")
+
+
+def _lock_new(segment: Segment) -> bool:
+    """Locks a segment we just created; a probing contender holds it only briefly."""
+    deadline = time.monotonic() + _STARTUP_GRACE
+    while not segment.lock():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def _initialised(segment: Segment) -> bool:
+    """True if the segment carries a complete header (any version: we only ask whether its
+    creator got that far). A foreign segment under our name is refused, not destroyed."""
+    if segment.nbytes < _core.HEADER_SIZE:
+        return False
+    mapping = segment.map()
+    base = _core.pointer_to(mapping, writable=False)
+    try:
+        _core.read_header(base, len(mapping), f"topic {segment.topic!r}")
+    except _core.HeaderNotReady:
+        return False
+    except _core.ForeignSegment:
+        raise InvalidSegment(
+            f"{segment.name} exists but is not a shmpubsub segment; it was left alone "
+            "(remove it by hand if it is garbage)"
+        ) from None
+    except InvalidSegment:
+        return True  # another layout version, or truncated: a dead publisher's, safe to replace
+    finally:
+        _core.release(base)
+        segment.unmap()
+    return True
+
+
+def _owner_message(topic: str, segment: Segment) -> str:
+    owner = "another process"
+    try:
+        mapping = segment.map()
+        base = _core.pointer_to(mapping, writable=False)
+        try:
+            owner = f"pid {_core.read_header(base, len(mapping), topic).publisher_pid}"
+        finally:
+            _core.release(base)
+            segment.unmap()
+    except Exception:
+        pass  # header unreadable: name no pid
+    return f"topic {topic!r} already has a live publisher ({owner})"
+
+
+def _disable_inherited_publishers() -> None:
+    for pub in list(_live):
+        pub._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_disable_inherited_publishers)
