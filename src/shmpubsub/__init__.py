@@ -1,10 +1,10 @@
 """shmpubsub: one-publisher, many-subscriber messaging between processes through POSIX shared memory.
 
-    import shmpubsub as sps
-    with sps.Publisher("prices", slots=1024, slot_size=4096) as pub:
-        pub.publish(b"...")
-    with sps.Subscriber("prices") as sub:
-        msg = sub.try_receive()
+import shmpubsub as sps
+with sps.Publisher("prices", slots=1024, slot_size=4096) as pub:
+    pub.publish(b"...")
+with sps.Subscriber("prices") as sub:
+    msg = sub.try_receive()
 """
 
 from .errors import (

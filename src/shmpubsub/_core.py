@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
-from typing import Any, Final, Union
+from typing import Any, Final
 
 from ._ffi import ffi, lib
 from .errors import (
@@ -35,11 +35,15 @@ HEADER_SIZE: Final[int] = lib.SPS_HEADER_SIZE
 MAX_SLOT_COUNT: Final[int] = lib.SPS_MAX_SLOT_COUNT
 MAX_SLOT_SIZE: Final[int] = lib.SPS_MAX_SLOT_SIZE
 
-START_MODES: Final = {"next": lib.SPS_START_NEXT, "latest": lib.SPS_START_LATEST, "oldest": lib.SPS_START_OLDEST}
+START_MODES: Final = {
+    "next": lib.SPS_START_NEXT,
+    "latest": lib.SPS_START_LATEST,
+    "oldest": lib.SPS_START_OLDEST,
+}
 RESYNC_MODES: Final = {"oldest": lib.SPS_RESYNC_OLDEST, "latest": lib.SPS_RESYNC_LATEST}
 
-# A bytes-like object: anything that exports a contiguous buffer.
-Buffer = Union[bytes, bytearray, memoryview, Any]
+# A bytes-like object: anything that exports a contiguous buffer (collections.abc.Buffer from 3.12 on).
+Buffer = Any
 
 _EMPTY: Final[int] = lib.SPS_EMPTY
 _BUSY: Final[int] = lib.SPS_BUSY
@@ -83,7 +87,9 @@ def geometry(slot_count: int, slot_size: int) -> tuple[int, int]:
     if not isinstance(slot_count, int) or not isinstance(slot_size, int):
         raise InvalidType("slots and slot_size must be integers")
     if not 1 <= slot_count <= MAX_SLOT_COUNT or slot_count & (slot_count - 1):
-        raise InvalidArgument(f"slots must be a power of two between 1 and {MAX_SLOT_COUNT}, not {slot_count}")
+        raise InvalidArgument(
+            f"slots must be a power of two between 1 and {MAX_SLOT_COUNT}, not {slot_count}"
+        )
     if not 0 <= slot_size <= MAX_SLOT_SIZE:
         raise InvalidArgument(f"slot_size must be between 0 and {MAX_SLOT_SIZE} bytes, not {slot_size}")
     stride = ffi.new("uint64_t *")
@@ -103,7 +109,15 @@ def release(pointer: Any) -> None:
 
 
 def init_header(
-    base: Any, size: int, slot_count: int, slot_size: int, *, epoch: int, pid: int, start_time: int, created_ns: int
+    base: Any,
+    size: int,
+    slot_count: int,
+    slot_size: int,
+    *,
+    epoch: int,
+    pid: int,
+    start_time: int,
+    created_ns: int,
 ) -> None:
     rc = lib.sps_header_init(base, size, slot_count, slot_size, epoch, pid, start_time, created_ns)
     if rc != lib.SPS_OK:  # pragma: no cover - geometry was checked by the caller
@@ -327,7 +341,9 @@ class Reader:
     def _refusal(self, code: int) -> ShmPubSubError:
         if code == lib.SPS_CLOSED:
             return ClosedError(f"topic {self._topic!r}: the subscriber is closed")
-        return ShmPubSubError(f"topic {self._topic!r}: unexpected status {code} from the ring")  # pragma: no cover
+        return ShmPubSubError(
+            f"topic {self._topic!r}: unexpected status {code} from the ring"
+        )  # pragma: no cover
 
     def _skip_validation_for_test(self) -> None:
         """Turns off torn-read detection. Only for the test that proves the checker catches torn reads."""

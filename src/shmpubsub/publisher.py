@@ -229,7 +229,9 @@ def _claim(topic: str, mode: int) -> Segment:
             existing.remove()
         finally:
             existing.close()
-    raise TopicExists(errno.EEXIST, f"topic {topic!r}: could not claim it after {_CLAIM_ATTEMPTS} attempts (contention)")
+    raise TopicExists(
+        errno.EEXIST, f"topic {topic!r}: could not claim it after {_CLAIM_ATTEMPTS} attempts (contention)"
+    )
 
 
 def _lock_new(segment: Segment) -> bool:

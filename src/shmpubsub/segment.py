@@ -53,7 +53,9 @@ class Segment:
         except posix_ipc.ExistentialError:
             raise TopicExists(errno.EEXIST, f"topic {topic!r} already exists ({SHM_DIR}{name})") from None
         except posix_ipc.PermissionsError:
-            raise PermissionDenied(errno.EACCES, f"may not create topic {topic!r} ({SHM_DIR}{name})") from None
+            raise PermissionDenied(
+                errno.EACCES, f"may not create topic {topic!r} ({SHM_DIR}{name})"
+            ) from None
         os.fchmod(shm.fd, mode & 0o777)
         return cls(topic, shm, writable=True)
 
@@ -84,7 +86,9 @@ class Segment:
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EFBIG, errno.ENOMEM):
                 raise NoSpace(self.topic, nbytes) from None
-            raise SegmentError(e.errno, f"cannot size topic {self.topic!r} to {nbytes} bytes: {e.strerror}") from None
+            raise SegmentError(
+                e.errno, f"cannot size topic {self.topic!r} to {nbytes} bytes: {e.strerror}"
+            ) from None
 
     @property
     def nbytes(self) -> int:

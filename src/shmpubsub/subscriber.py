@@ -42,7 +42,11 @@ class Subscriber:
         try:
             self._base, self.header = _attach(self._segment)
             self._reader = _core.Reader(
-                self._base, self.header.total_size, self.topic, _core.START_MODES[start], _core.RESYNC_MODES[lapped]
+                self._base,
+                self.header.total_size,
+                self.topic,
+                _core.START_MODES[start],
+                _core.RESYNC_MODES[lapped],
             )
         except BaseException:
             self._segment.close()
