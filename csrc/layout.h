@@ -75,6 +75,46 @@ static inline struct sps_slot *sps_slot_of(const struct sps_ring *ring, uint64_t
     return (struct sps_slot *)(ring->base + SPS_HEADER_SIZE + (n & ring->slot_mask) * ring->slot_stride);
 }
 
+/*
+ * The control segment: [ header: SPS_CONTROL_HEADER_SIZE ][ entry 0 ] ... [ entry M-1 ]
+ * Subscribers map it read-write (the data segment stays read-only to them).
+ */
+#define SPS_CONTROL_MAGIC UINT64_C(0x314c544353504d53) /* "SMPSCTL1" little-endian */
+#define SPS_SLEEPER_WORDS (SPS_MAX_SUBSCRIBERS / 64)
+
+struct sps_control_identity {
+    _Atomic uint64_t magic;
+    uint32_t layout_version;
+    uint32_t header_size;
+    uint32_t max_subscribers;
+    uint32_t entry_size;
+    uint64_t epoch;           /* the data segment's epoch */
+    uint64_t total_size;
+    char socket_dir[SPS_SOCKET_DIR_MAX];
+};
+
+struct sps_control_header {
+    struct sps_control_identity id;
+    unsigned char pad0[2 * SPS_BLOCK - sizeof(struct sps_control_identity)];
+    /* Bit i set: subscriber i sleeps and wants a wake-up. One bitmap (rather than a
+     * flag per entry) lets the publisher check every sleeper with one load. */
+    _Atomic uint64_t sleepers[SPS_SLEEPER_WORDS];
+};
+
+/* Written by its subscriber; read by the publisher and by `shmpubsub info`. */
+struct sps_entry {
+    _Atomic uint64_t token;   /* 0: free. Else names the subscriber's socket. */
+    _Atomic int64_t pid;
+    _Atomic uint64_t start_time;
+    _Atomic uint64_t read_pos;
+    _Atomic uint64_t lost;
+};
+
+_Static_assert(sizeof(struct sps_control_identity) <= 2 * SPS_BLOCK, "control identity overflows");
+_Static_assert(sizeof(struct sps_control_header) <= SPS_CONTROL_HEADER_SIZE, "control header overflows");
+_Static_assert(sizeof(struct sps_entry) <= SPS_ENTRY_SIZE, "control entry overflows");
+_Static_assert(SPS_MAX_SUBSCRIBERS % 64 == 0, "sleepers bitmap holds whole words");
+
 /* Fills a ring view from a validated header. */
 int sps_ring_init(struct sps_ring *ring, const void *base, uint64_t size);
 

@@ -101,16 +101,28 @@ static struct sps_slot *begin_write(struct sps_writer *w, uint64_t n)
     return slot;
 }
 
+/* Any subscriber asleep? One seq_cst load per bitmap word (usually one). */
+static int sleepers_present(const struct sps_writer *w)
+{
+    const _Atomic uint64_t *words = (const _Atomic uint64_t *)(const void *)w->sleepers;
+    for (uint32_t i = 0; i < w->sleeper_words; i++)
+        if (atomic_load_explicit(&words[i], memory_order_seq_cst) != 0)
+            return 1;
+    return 0;
+}
+
 /* Completes message n: readers may take it, and the position moves on.
- * write_seq is stored seq_cst because the wake-up protocol pairs it with a
- * seq_cst load of the subscribers' sleep flags. */
+ * write_seq is stored seq_cst, then the sleepers are loaded seq_cst: paired
+ * with a reader that arms (seq_cst) and then re-checks write_seq (seq_cst),
+ * either the reader sees message n or we see its bit (no lost wake-up).
+ * Returns n, or SPS_WAKE (n is then w->next - 1) when someone must be woken. */
 static int64_t end_write(struct sps_writer *w, struct sps_slot *slot, uint64_t n, uint64_t len)
 {
     atomic_store_explicit(&slot->length, (uint32_t)len, memory_order_relaxed);
     atomic_store_explicit(&slot->seq, 2 * n + 2, memory_order_release);
     atomic_store_explicit(&sps_header(&w->ring)->progress.write_seq, n + 1, memory_order_seq_cst);
     w->next = n + 1;
-    return (int64_t)n;
+    return sleepers_present(w) ? SPS_WAKE : (int64_t)n;
 }
 
 int64_t sps_publish(struct sps_writer *w, const char *data, uint64_t len)
@@ -159,11 +171,16 @@ int sps_abort(struct sps_writer *w)
     return SPS_OK;
 }
 
-void sps_writer_close(struct sps_writer *w)
+/* Returns SPS_WAKE if sleepers must be told (the same pairing as end_write). */
+int sps_writer_close(struct sps_writer *w)
 {
-    if (w->state == WRITER_READY || w->state == WRITER_LOANED)
+    int wake = 0;
+    if (w->state == WRITER_READY || w->state == WRITER_LOANED) {
         atomic_store_explicit(&sps_header(&w->ring)->progress.closed, 1, memory_order_seq_cst);
+        wake = sleepers_present(w);
+    }
     w->state = WRITER_CLOSED;
+    return wake ? SPS_WAKE : SPS_OK;
 }
 
 void sps_writer_forked(struct sps_writer *w)
@@ -196,6 +213,17 @@ int sps_reader_init(struct sps_reader *r, const void *base, uint64_t size, int s
         r->next = w;
     }
     return SPS_OK;
+}
+
+/* Keeps our control entry current (for `shmpubsub info`) and drops a stale
+ * sleep request: we are clearly awake. Relaxed stores to our own cache line. */
+static void report_progress(struct sps_reader *r)
+{
+    struct sps_entry *e = (struct sps_entry *)(void *)r->entry;
+    atomic_store_explicit(&e->read_pos, r->next, memory_order_relaxed);
+    atomic_store_explicit(&e->lost, r->lost, memory_order_relaxed);
+    if (r->armed)
+        sps_disarm(r);
 }
 
 static uint64_t max_u64(uint64_t a, uint64_t b)
@@ -250,6 +278,8 @@ int64_t sps_read(struct sps_reader *r, char *dst, uint64_t cap)
                     return SPS_BUFFER_TOO_SMALL;
                 r->last_seq = n;
                 r->next = n + 1;
+                if (r->entry != NULL)
+                    report_progress(r);
                 return (int64_t)len;
             }
             s1 = s2;

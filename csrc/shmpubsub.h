@@ -29,6 +29,12 @@
 #define SPS_MAX_SLOT_COUNT 1073741824
 #define SPS_MAX_SLOT_SIZE 2147483648
 
+/* The control segment: one entry per attached subscriber (see control.c). */
+#define SPS_CONTROL_HEADER_SIZE 512
+#define SPS_ENTRY_SIZE 128
+#define SPS_MAX_SUBSCRIBERS 1024
+#define SPS_SOCKET_DIR_MAX 96
+
 /* Where a new reader starts. */
 enum sps_start {
     SPS_START_NEXT = 0,   /* the first message published after attaching */
@@ -53,6 +59,8 @@ enum sps_status {
     SPS_CLOSED = -6,          /* the handle was closed */
     SPS_FORKED = -7,          /* a writer inherited through fork(): only its creator may publish */
     SPS_BUSY = -8,            /* no consistent read within the retry budget (writer too fast) */
+    SPS_WAKE = -9,            /* published, and some subscriber sleeps: send wake-ups */
+    SPS_FULL = -10,           /* every control entry is taken */
     /* header validation */
     SPS_E_SIZE = -20,         /* mapping smaller than a header */
     SPS_E_UNINITIALISED = -21,/* magic not written yet: creator still starting, or died */
@@ -60,7 +68,8 @@ enum sps_status {
     SPS_E_VERSION = -23,      /* written by an incompatible layout version */
     SPS_E_HEADER_SIZE = -24,  /* header size field is wrong */
     SPS_E_GEOMETRY = -25,     /* slot count or slot size out of range */
-    SPS_E_TOTAL = -26         /* total size overflows or disagrees with the mapping */
+    SPS_E_TOTAL = -26,        /* total size overflows or disagrees with the mapping */
+    SPS_E_SOCKET_DIR = -27    /* control segment: socket directory not a terminated path */
 };
 
 /* A process-local view of a mapped segment. The geometry is copied out of the
@@ -79,6 +88,8 @@ struct sps_writer {
     uint64_t next;            /* number of the next message */
     uint64_t loan_len;
     int state;                /* private: ready, loaned, closed, forked */
+    uint32_t sleeper_words;   /* words in the control segment's sleepers bitmap (0: none bound) */
+    uint64_t *sleepers;       /* that bitmap */
 };
 
 struct sps_reader {
@@ -90,6 +101,36 @@ struct sps_reader {
     int resync;               /* enum sps_resync */
     int validate;             /* 1; 0 only in the test that proves the checker catches torn reads */
     int closed;
+    int armed;                /* our sleepers bit may be set */
+    uint64_t sleeper_bit;     /* our bit in *sleepers */
+    uint64_t *sleepers;       /* the word of the sleepers bitmap holding our bit (NULL: unbound) */
+    unsigned char *entry;     /* our control entry, where we publish our position and losses */
+};
+
+/* A process-local view of a validated control segment. */
+struct sps_control {
+    unsigned char *base;
+    uint64_t size;
+    uint32_t max_subscribers;
+    uint32_t sleeper_words;
+};
+
+struct sps_control_info {
+    uint32_t layout_version;
+    uint32_t max_subscribers;
+    uint64_t epoch;
+    uint64_t total_size;
+    char socket_dir[96];      /* SPS_SOCKET_DIR_MAX, NUL-terminated */
+};
+
+/* One subscriber's entry, as plain values. */
+struct sps_entry_info {
+    uint64_t token;           /* names its wake-up socket; 0: entry free */
+    int64_t pid;
+    uint64_t start_time;
+    uint64_t read_pos;
+    uint64_t lost;
+    int asleep;
 };
 
 /* Everything in a header, as validated plain values. */
@@ -127,8 +168,9 @@ int64_t sps_publish(struct sps_writer *w, const char *data, uint64_t len);
 int sps_loan(struct sps_writer *w, uint64_t len, uint64_t *offset);
 int64_t sps_commit(struct sps_writer *w);
 int sps_abort(struct sps_writer *w);
-/* Marks the topic closed in shared memory; the handle refuses further use. */
-void sps_writer_close(struct sps_writer *w);
+/* Marks the topic closed in shared memory; the handle refuses further use.
+ * Returns SPS_WAKE if sleeping subscribers must be told. */
+int sps_writer_close(struct sps_writer *w);
 /* Makes an inherited copy of a writer refuse to publish (called in a fork child). */
 void sps_writer_forked(struct sps_writer *w);
 
@@ -139,6 +181,35 @@ int64_t sps_read(struct sps_reader *r, char *dst, uint64_t cap);
 /* Copies the newest complete message without moving the stream; *seq gets its number. */
 int64_t sps_read_latest(struct sps_reader *r, char *dst, uint64_t cap, uint64_t *seq);
 void sps_reader_close(struct sps_reader *r);
+
+/* Sleep and wake (the data-plane side of wake-ups; sockets are Python's).
+ * A reader arms (sets its sleepers bit, seq_cst) and then re-checks write_seq and
+ * closed (seq_cst); the writer stores write_seq (seq_cst) and then loads the bitmap
+ * (seq_cst). Either the reader sees the message or the writer sees the bit. */
+void sps_reader_bind(struct sps_reader *r, const struct sps_control *c, uint32_t index);
+/* Arms; returns 1 if the reader must not sleep (a message is there, or the topic closed). */
+int sps_arm(struct sps_reader *r);
+void sps_disarm(struct sps_reader *r);
+/* Spins (GIL released by cffi) up to ns nanoseconds: 1 when a message is there,
+ * 2 when the topic closed, 0 on time-out. */
+int sps_spin(struct sps_reader *r, uint64_t ns);
+
+void sps_writer_bind(struct sps_writer *w, const struct sps_control *c);
+/* Clears the sleepers bitmap, writing the indices of the sleepers found to out. */
+uint32_t sps_collect_sleepers(const struct sps_control *c, uint32_t *out, uint32_t max);
+
+/* Control segment. Subscribers may write it, so everything in it is untrusted:
+ * indices are bounds-checked, tokens only ever become numbers in a socket name. */
+int sps_control_geometry(uint32_t max_subscribers, uint64_t *total_size);
+int sps_control_init(void *base, uint64_t size, uint32_t max_subscribers, uint64_t epoch,
+                     const char *socket_dir);
+int sps_control_open(struct sps_control *c, void *base, uint64_t size, struct sps_control_info *info);
+/* Claims a free entry for token: its index, or SPS_FULL. */
+int sps_control_claim(const struct sps_control *c, uint64_t token, int64_t pid, uint64_t start_time);
+/* Reads entry index: SPS_OK, SPS_EMPTY if free. */
+int sps_control_entry(const struct sps_control *c, uint32_t index, struct sps_entry_info *info);
+/* Frees entry index if it still belongs to token: 1 if freed. */
+int sps_control_release(const struct sps_control *c, uint32_t index, uint64_t token);
 
 uint64_t sps_write_seq(const struct sps_ring *ring);
 int sps_topic_closed(const struct sps_ring *ring);

@@ -7,6 +7,7 @@ with sps.Subscriber("prices") as sub:
     msg = sub.try_receive()
 """
 
+from ._core import SubscriberInfo
 from .errors import (
     ClosedError,
     InvalidArgument,
@@ -16,8 +17,11 @@ from .errors import (
     MessageTooLarge,
     NoSpace,
     PermissionDenied,
+    PublisherGone,
+    ReceiveTimeout,
     SegmentError,
     ShmPubSubError,
+    TooManySubscribers,
     TopicExists,
     TopicNotFound,
 )
@@ -42,10 +46,14 @@ __all__ = [
     "NoSpace",
     "PermissionDenied",
     "Publisher",
+    "PublisherGone",
+    "ReceiveTimeout",
     "Segment",
     "SegmentError",
     "ShmPubSubError",
     "Subscriber",
+    "SubscriberInfo",
+    "TooManySubscribers",
     "TopicExists",
     "TopicNotFound",
     "__version__",

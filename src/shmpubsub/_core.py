@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -34,6 +35,8 @@ if lib.SPS_LAYOUT_VERSION != LAYOUT_VERSION:  # pragma: no cover - only with a s
 HEADER_SIZE: Final[int] = lib.SPS_HEADER_SIZE
 MAX_SLOT_COUNT: Final[int] = lib.SPS_MAX_SLOT_COUNT
 MAX_SLOT_SIZE: Final[int] = lib.SPS_MAX_SLOT_SIZE
+MAX_SUBSCRIBERS: Final[int] = lib.SPS_MAX_SUBSCRIBERS
+SOCKET_DIR_MAX: Final[int] = lib.SPS_SOCKET_DIR_MAX
 
 START_MODES: Final = {
     "next": lib.SPS_START_NEXT,
@@ -47,6 +50,7 @@ Buffer = Any
 
 _EMPTY: Final[int] = lib.SPS_EMPTY
 _BUSY: Final[int] = lib.SPS_BUSY
+_WAKE: Final[int] = lib.SPS_WAKE
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,21 @@ _HEADER_ERRORS: Final = {
     lib.SPS_E_HEADER_SIZE: "has a corrupt header (wrong header size)",
     lib.SPS_E_GEOMETRY: "has a corrupt header (slot count or slot size out of range)",
     lib.SPS_E_TOTAL: "is truncated or corrupt (its size disagrees with its header)",
+    lib.SPS_E_SOCKET_DIR: "has a corrupt header (socket directory)",
 }
+
+
+def _header_error(rc: int, what: str, version: int) -> InvalidSegment:
+    if rc == lib.SPS_E_UNINITIALISED:
+        return HeaderNotReady(f"{what} is not initialised (its creator is still starting, or died)")
+    if rc == lib.SPS_E_MAGIC:
+        return ForeignSegment(f"{what} is not a shmpubsub segment (bad magic number)")
+    if rc == lib.SPS_E_VERSION:
+        return InvalidSegment(
+            f"{what} has layout version {version}; this shmpubsub speaks version "
+            f"{LAYOUT_VERSION} (publisher and subscriber must run compatible versions)"
+        )
+    return InvalidSegment(f"{what} {_HEADER_ERRORS.get(rc, f'is invalid (code {rc})')}")
 
 
 def geometry(slot_count: int, slot_size: int) -> tuple[int, int]:
@@ -128,17 +146,8 @@ def read_header(base: Any, size: int, what: str) -> HeaderInfo:
     """Validates the header of a mapping of *size* bytes; *what* names it in errors."""
     info = ffi.new("struct sps_header_info *")
     rc = lib.sps_header_read(base, size, info)
-    if rc == lib.SPS_E_UNINITIALISED:
-        raise HeaderNotReady(f"{what} is not initialised (its creator is still starting, or died)")
-    if rc == lib.SPS_E_MAGIC:
-        raise ForeignSegment(f"{what} is not a shmpubsub segment (bad magic number)")
-    if rc == lib.SPS_E_VERSION:
-        raise InvalidSegment(
-            f"{what} has layout version {info.layout_version}; this shmpubsub speaks version "
-            f"{LAYOUT_VERSION} (publisher and subscriber must run compatible versions)"
-        )
     if rc != lib.SPS_OK:
-        raise InvalidSegment(f"{what} {_HEADER_ERRORS.get(rc, f'is invalid (code {rc})')}")
+        raise _header_error(rc, what, info.layout_version)
     return HeaderInfo(
         layout_version=info.layout_version,
         slot_count=info.slot_count,
@@ -172,6 +181,83 @@ def lock_held(fd: int) -> bool:
     return bool(rc)
 
 
+@dataclass(frozen=True)
+class SubscriberInfo:
+    """One attached subscriber, as its control entry describes it (untrusted values)."""
+
+    index: int
+    token: int
+    pid: int
+    start_time: int
+    read_pos: int
+    lost: int
+    asleep: bool
+
+
+def control_geometry(max_subscribers: int) -> int:
+    """Total size of a control segment; InvalidArgument if out of range."""
+    if not isinstance(max_subscribers, int) or not 1 <= max_subscribers <= MAX_SUBSCRIBERS:
+        raise InvalidArgument(
+            f"max_subscribers must be between 1 and {MAX_SUBSCRIBERS}, not {max_subscribers!r}"
+        )
+    total = ffi.new("uint64_t *")
+    lib.sps_control_geometry(max_subscribers, total)
+    return int(total[0])
+
+
+def init_control(base: Any, size: int, max_subscribers: int, epoch: int, socket_dir: str) -> None:
+    encoded = socket_dir.encode()
+    if len(encoded) >= SOCKET_DIR_MAX:  # pragma: no cover - socket_dir() keeps it short
+        raise InvalidArgument(f"socket directory {socket_dir!r} is too long")
+    rc = lib.sps_control_init(base, size, max_subscribers, epoch, encoded)
+    if rc != lib.SPS_OK:  # pragma: no cover
+        raise InvalidArgument(f"cannot initialise a control segment (code {rc})")
+
+
+class Control:
+    """A validated control segment: subscriber entries and the sleepers bitmap."""
+
+    __slots__ = ("_c", "_out", "epoch", "max_subscribers", "socket_dir")
+
+    def __init__(self, base: Any, size: int, what: str) -> None:
+        self._c = ffi.new("struct sps_control *")
+        info = ffi.new("struct sps_control_info *")
+        rc = lib.sps_control_open(self._c, base, size, info)
+        if rc != lib.SPS_OK:
+            raise _header_error(rc, what, info.layout_version)
+        self.epoch = int(info.epoch)
+        self.max_subscribers = int(info.max_subscribers)
+        self.socket_dir = ffi.string(info.socket_dir).decode(errors="replace")
+        self._out = ffi.new("uint32_t[]", self.max_subscribers)
+
+    def claim(self, token: int, pid: int, start_time: int) -> int | None:
+        """Takes a free entry for *token*: its index, or None if all are taken."""
+        index: int = lib.sps_control_claim(self._c, token, pid, start_time)
+        return None if index == lib.SPS_FULL else index
+
+    def release(self, index: int, token: int) -> bool:
+        """Frees entry *index* if it still belongs to *token*."""
+        return bool(lib.sps_control_release(self._c, index, token))
+
+    def entry(self, index: int) -> SubscriberInfo | None:
+        info = ffi.new("struct sps_entry_info *")
+        if lib.sps_control_entry(self._c, index, info) != lib.SPS_OK:
+            return None
+        return SubscriberInfo(
+            index, info.token, info.pid, info.start_time, info.read_pos, info.lost, bool(info.asleep)
+        )
+
+    def entries(self) -> list[SubscriberInfo]:
+        """Every taken entry."""
+        found = (self.entry(i) for i in range(self.max_subscribers))
+        return [e for e in found if e is not None]
+
+    def collect_sleepers(self) -> list[int]:
+        """Clears the sleepers bitmap and returns the indices that were set."""
+        count = lib.sps_collect_sleepers(self._c, self._out, self.max_subscribers)
+        return [int(self._out[i]) for i in range(count)]
+
+
 def as_buffer(data: Buffer) -> Any:
     """A C view of any bytes-like object, without copying."""
     try:
@@ -185,12 +271,13 @@ def as_buffer(data: Buffer) -> Any:
 class Writer:
     """The publishing end of a mapped ring."""
 
-    __slots__ = ("_base", "_topic", "_w")
+    __slots__ = ("_base", "_topic", "_w", "_wake")
 
     def __init__(self, base: Any, size: int, topic: str) -> None:
         self._w = ffi.new("struct sps_writer *")
         self._base = base
         self._topic = topic
+        self._wake: Callable[[], None] | None = None
         rc = lib.sps_writer_init(self._w, base, size)
         if rc != lib.SPS_OK:  # pragma: no cover - the segment was just created and validated
             raise InvalidSegment(f"topic {topic!r}: cannot attach a writer (code {rc})")
@@ -203,6 +290,11 @@ class Writer:
     def next_seq(self) -> int:
         return int(self._w.next)
 
+    def bind(self, control: Control, wake: Callable[[], None]) -> None:
+        """Watches *control*'s sleepers after each publish; *wake* is called when any sleeps."""
+        lib.sps_writer_bind(self._w, control._c)
+        self._wake = wake
+
     def publish(self, data: Buffer) -> int:
         if type(data) is bytes:  # fast path: cffi passes bytes without a copy
             seq: int = lib.sps_publish(self._w, data, len(data))
@@ -210,8 +302,15 @@ class Writer:
             view = as_buffer(data)
             seq = lib.sps_publish(self._w, view, len(view))
         if seq < 0:
-            raise self._refusal(seq, len(data) if type(data) is bytes else len(as_buffer(data)))
+            return self._slow_path(seq, data)
         return seq
+
+    def _slow_path(self, code: int, data: Buffer) -> int:
+        if code == _WAKE:  # published; some subscriber sleeps
+            if self._wake is not None:
+                self._wake()
+            return int(self._w.next) - 1
+        raise self._refusal(code, len(data) if type(data) is bytes else len(as_buffer(data)))
 
     def loan(self, size: int) -> int:
         """Opens a loan; returns the payload's offset in the mapping."""
@@ -226,7 +325,7 @@ class Writer:
     def commit(self) -> int:
         seq: int = lib.sps_commit(self._w)
         if seq < 0:
-            raise self._refusal(seq, 0)
+            return self._slow_path(seq, b"")
         return seq
 
     def abort(self) -> None:
@@ -235,8 +334,9 @@ class Writer:
             raise self._refusal(rc, 0)
 
     def close(self) -> None:
-        """Marks the topic closed in shared memory; further calls raise ClosedError."""
-        lib.sps_writer_close(self._w)
+        """Marks the topic closed in shared memory, waking sleepers; further calls raise ClosedError."""
+        if lib.sps_writer_close(self._w) == _WAKE and self._wake is not None:
+            self._wake()
 
     def forked(self) -> None:
         """Disables this copy of the writer (it was inherited by a fork child)."""
@@ -293,6 +393,23 @@ class Reader:
     @property
     def topic_closed(self) -> bool:
         return bool(lib.sps_topic_closed(ffi.addressof(self._r, "ring")))
+
+    def bind(self, control: Control, index: int) -> None:
+        """Ties this reader to its control entry (position reports, sleepers bit)."""
+        lib.sps_reader_bind(self._r, control._c, index)
+
+    def arm(self) -> bool:
+        """Asks for a wake-up; True if the caller must not sleep (a message is there, or the topic
+        closed). The check after arming is what makes wake-ups impossible to lose."""
+        return bool(lib.sps_arm(self._r))
+
+    def disarm(self) -> None:
+        lib.sps_disarm(self._r)
+
+    def spin(self, seconds: float) -> int:
+        """Busy-waits in C (the GIL released) for up to *seconds*: 1 when a message is there,
+        2 when the topic closed, 0 on time-out."""
+        return int(lib.sps_spin(self._r, int(seconds * 1e9)))
 
     def read(self) -> tuple[bytes, int] | None:
         """The next message as (payload, sequence number), or None if there is none yet."""

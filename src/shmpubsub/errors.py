@@ -55,6 +55,32 @@ class PermissionDenied(SegmentError, PermissionError):
     """The process may not open or create the segment."""
 
 
+class TooManySubscribers(SegmentError):
+    """Every subscriber entry of the topic is taken (see ``Publisher(max_subscribers=...)``)."""
+
+    def __init__(self, topic: str, limit: int) -> None:
+        super().__init__(
+            _errno.EUSERS, f"topic {topic!r} already has its maximum of {limit} subscribers attached"
+        )
+
+
+class PublisherGone(ShmPubSubError, EOFError):
+    """The publisher is gone and every message it published has been received.
+
+    ``reason`` is ``"closed"`` (it closed the topic) or ``"crashed"`` (it died without closing).
+    """
+
+    def __init__(self, topic: str, reason: str) -> None:
+        how = "closed the topic" if reason == "closed" else "died without closing the topic"
+        super().__init__(f"the publisher of topic {topic!r} {how}")
+        self.topic = topic
+        self.reason = reason
+
+
+class ReceiveTimeout(ShmPubSubError, TimeoutError):
+    """No message arrived within the time-out."""
+
+
 class NoSpace(SegmentError):
     """There is not enough shared memory (``/dev/shm`` is full)."""
 

@@ -30,6 +30,16 @@ def validate_topic(topic: object) -> str:
     return topic
 
 
-def segment_name(topic: str) -> str:
+#: The control segment of topic T is PREFIX + T + CONTROL_SUFFIX: '@' is not allowed in
+#: topic names, so no topic's data segment can collide with another's control segment.
+CONTROL_SUFFIX = "@ctl"
+
+
+def segment_name(topic: str, suffix: str = "") -> str:
     """The shared-memory object name of a topic (as passed to shm_open)."""
-    return "/" + PREFIX + validate_topic(topic)
+    return "/" + PREFIX + validate_topic(topic) + suffix
+
+
+def socket_name(token: int) -> str:
+    """The file name of a subscriber's wake-up socket, made from its control entry's token."""
+    return f"{PREFIX}{token:016x}"

@@ -11,9 +11,9 @@ import warnings
 import weakref
 from types import TracebackType
 
-from . import _core, _proc
+from . import _core, _proc, wakeup
 from .errors import ClosedError, InvalidArgument, InvalidSegment, MessageTooLarge, TopicExists, TopicNotFound
-from .names import validate_topic
+from .names import CONTROL_SUFFIX, validate_topic
 from .segment import Segment
 
 log = logging.getLogger(__name__)
@@ -29,28 +29,48 @@ _live: weakref.WeakSet[Publisher] = weakref.WeakSet()
 class Publisher:
     """The single writer of a topic.
 
-    ``Publisher(topic, slots=1024, slot_size=4096, mode=0o600)`` creates the topic's segment:
-    *slots* messages (a power of two) of at most *slot_size* bytes each are retained. If a
-    publisher already owns the topic, :class:`TopicExists` names its pid; if the previous
-    owner died, its segment is removed and the topic re-created with a new epoch.
+    ``Publisher(topic, slots=1024, slot_size=4096, max_subscribers=64, mode=0o600)`` creates
+    the topic: *slots* messages (a power of two) of at most *slot_size* bytes each are
+    retained, and up to *max_subscribers* subscribers may attach. If a publisher already owns
+    the topic, :class:`TopicExists` names its pid; if the previous owner died, its segments
+    are removed and the topic re-created with a new epoch.
 
-    Use it as a context manager, or call :meth:`close`, which marks the topic closed and
-    removes the segment.
+    Use it as a context manager, or call :meth:`close`, which marks the topic closed, wakes
+    every sleeping subscriber and removes the segments.
     """
 
-    def __init__(self, topic: str, *, slots: int = 1024, slot_size: int = 4096, mode: int = 0o600) -> None:
+    def __init__(
+        self,
+        topic: str,
+        *,
+        slots: int = 1024,
+        slot_size: int = 4096,
+        max_subscribers: int = 64,
+        mode: int = 0o600,
+    ) -> None:
         self._closed = True  # until fully built, so __del__ of a half-built object does nothing
         self.topic = validate_topic(topic)
         if not isinstance(mode, int) or not 0 <= mode <= 0o777:
             raise InvalidArgument(f"mode must be a permission mask such as 0o600, not {mode!r}")
         _, total = _core.geometry(slots, slot_size)
+        control_total = _core.control_geometry(max_subscribers)
+        sockets = wakeup.socket_dir()
+        wakeup.sweep_dead_sockets(sockets)
         self._pid = os.getpid()
         self._segment = _claim(self.topic, mode)
+        self._control_segment: Segment | None = None
         try:
             self._segment.size(total)
             mapping = self._segment.map()
             self._base = _core.pointer_to(mapping, writable=True)
             self.epoch = secrets.randbits(63) | 1
+            # The control segment is complete before the data header's magic is written:
+            # a subscriber that sees the magic finds everything it needs.
+            self._control_segment = _create_control(self.topic, mode)
+            self._control_segment.size(control_total)
+            self._control_base = _core.pointer_to(self._control_segment.map(), writable=True)
+            _core.init_control(self._control_base, control_total, max_subscribers, self.epoch, sockets)
+            self._control = _core.Control(self._control_base, control_total, f"topic {self.topic!r}")
             _core.init_header(
                 self._base,
                 total,
@@ -62,15 +82,19 @@ class Publisher:
                 created_ns=time.time_ns(),
             )
             self._writer = _core.Writer(self._base, total, self.topic)
+            self._waker = wakeup.Waker(self._control, self.topic)
+            self._writer.bind(self._control, self._waker.wake_sleepers)
             self._view = memoryview(mapping)
         except BaseException:
-            if hasattr(self, "_base"):
-                _core.release(self._base)
-            self._segment.remove()
-            self._segment.close()
+            self._release_pointers()
+            for segment in (self._control_segment, self._segment):
+                if segment is not None:
+                    segment.remove()
+                    segment.close()
             raise
         self.slots = slots
         self.slot_size = slot_size
+        self.max_subscribers = max_subscribers
         self._loan_open = False
         self._closed = False
         _live.add(self)
@@ -111,11 +135,30 @@ class Publisher:
         return self._writer.next_seq
 
     @property
+    def wakeups_sent(self) -> int:
+        """Wake-up datagrams sent. Stays 0 while no subscriber sleeps: publishing then makes
+        no system call at all."""
+        return self._waker.sent
+
+    @property
+    def wakeup_failures(self) -> int:
+        """Wake-ups that could not be delivered (each one a subscriber found dead and reclaimed)."""
+        return self._waker.failed
+
+    @property
+    def subscribers(self) -> list[_core.SubscriberInfo]:
+        """The attached subscribers, as their control entries describe them."""
+        if self._closed:
+            raise ClosedError(f"topic {self.topic!r}: the publisher is closed")
+        return self._control.entries()
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
     def close(self) -> None:
-        """Marks the topic closed, unmaps and removes the segment. Idempotent.
+        """Marks the topic closed, wakes every sleeping subscriber, then unmaps and removes the
+        segments. Subscribers drain what is left and then see the end of the stream. Idempotent.
 
         In a process that inherited this publisher through fork(), only releases that
         process's own view: the topic belongs to the process that created it.
@@ -126,15 +169,27 @@ class Publisher:
         _live.discard(self)
         owner = os.getpid() == self._pid
         if owner:
-            self._writer.close()
+            self._writer.close()  # sets `closed` and wakes the sleepers
+            wakeup.reap_dead_entries(self._control)
         else:
             self._writer.forked()
+        self._waker.close()
         self._view.release()
-        _core.release(self._base)
+        self._release_pointers()
+        for segment in (self._control_segment, self._segment):
+            if segment is not None:
+                if owner:
+                    segment.unmap()
+                    segment.remove()
+                segment.close()
         if owner:
-            self._segment.unmap()
-            self._segment.remove()
-        self._segment.close()
+            wakeup.sweep_dead_sockets(self._control.socket_dir)
+
+    def _release_pointers(self) -> None:
+        for name in ("_base", "_control_base"):
+            pointer = self.__dict__.pop(name, None)
+            if pointer is not None:
+                _core.release(pointer)
 
     def _after_fork_in_child(self) -> None:
         # The child must neither publish (single writer) nor keep the lock alive after the
@@ -225,13 +280,24 @@ def _claim(topic: str, mode: int) -> Segment:
                     existing.close()  # releases our probe lock
                     time.sleep(0.005)
                     continue
-            log.info("topic %r: its publisher is gone; removing its segment and re-creating it", topic)
+            log.info("topic %r: its publisher is gone; removing its segments and re-creating them", topic)
             existing.remove()
+            _remove_control(topic)
         finally:
             existing.close()
     raise TopicExists(
         errno.EEXIST, f"topic {topic!r}: could not claim it after {_CLAIM_ATTEMPTS} attempts (contention)"
     )
+
+
+def _create_control(topic: str, mode: int) -> Segment:
+    """Creates the topic's control segment. We hold the topic's lock, so one found under
+    the name is a dead publisher's leftover: remove it and create afresh."""
+    try:
+        return Segment.create(topic, mode, suffix=CONTROL_SUFFIX)
+    except TopicExists:
+        _remove_control(topic)
+        return Segment.create(topic, mode, suffix=CONTROL_SUFFIX)
 
 
 def _lock_new(segment: Segment) -> bool:
@@ -266,6 +332,15 @@ def _initialised(segment: Segment) -> bool:
         _core.release(base)
         segment.unmap()
     return True
+
+
+def _remove_control(topic: str) -> None:
+    try:
+        stale = Segment.open(topic, writable=False, suffix=CONTROL_SUFFIX)
+    except TopicNotFound:
+        return
+    stale.remove()
+    stale.close()
 
 
 def _owner_message(topic: str, segment: Segment) -> str:

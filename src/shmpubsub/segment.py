@@ -32,9 +32,9 @@ from .names import SHM_DIR, segment_name, validate_topic
 class Segment:
     """One named shared-memory object and (at most) one mapping of it in this process."""
 
-    def __init__(self, topic: str, shm: posix_ipc.SharedMemory, writable: bool) -> None:
+    def __init__(self, topic: str, shm: posix_ipc.SharedMemory, writable: bool, suffix: str = "") -> None:
         self.topic = topic
-        self.name = segment_name(topic)
+        self.name = segment_name(topic, suffix)
         self.writable = writable
         self._shm: posix_ipc.SharedMemory | None = shm
         self._mapping: mmap.mmap | None = None
@@ -42,12 +42,13 @@ class Segment:
     # -- 1. create / open ------------------------------------------------
 
     @classmethod
-    def create(cls, topic: str, mode: int = 0o600) -> Segment:
+    def create(cls, topic: str, mode: int = 0o600, suffix: str = "") -> Segment:
         """Creates a new, empty segment (O_CREAT | O_EXCL) with exactly *mode* (umask ignored).
+        *suffix* selects a companion object of the topic (its control segment).
 
         Raises TopicExists if the name is taken, PermissionDenied if creation is not allowed.
         """
-        name = segment_name(topic)
+        name = segment_name(topic, suffix)
         try:
             shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode & 0o777, size=0)
         except posix_ipc.ExistentialError:
@@ -57,22 +58,22 @@ class Segment:
                 errno.EACCES, f"may not create topic {topic!r} ({SHM_DIR}{name})"
             ) from None
         os.fchmod(shm.fd, mode & 0o777)
-        return cls(topic, shm, writable=True)
+        return cls(topic, shm, writable=True, suffix=suffix)
 
     @classmethod
-    def open(cls, topic: str, writable: bool = False) -> Segment:
+    def open(cls, topic: str, writable: bool = False, suffix: str = "") -> Segment:
         """Opens an existing segment, read-only unless *writable*.
 
         Raises TopicNotFound if it does not exist, PermissionDenied if access is not allowed.
         """
-        name = segment_name(validate_topic(topic))
+        name = segment_name(validate_topic(topic), suffix)
         try:
             shm = posix_ipc.SharedMemory(name, 0, read_only=not writable)
         except posix_ipc.ExistentialError:
             raise TopicNotFound(errno.ENOENT, f"no topic {topic!r}: no publisher has created it") from None
         except posix_ipc.PermissionsError:
             raise PermissionDenied(errno.EACCES, f"may not open topic {topic!r} ({SHM_DIR}{name})") from None
-        return cls(topic, shm, writable)
+        return cls(topic, shm, writable, suffix)
 
     # -- 2. size -----------------------------------------------------------
 

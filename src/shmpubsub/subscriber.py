@@ -1,25 +1,42 @@
-"""The subscribing side of a topic: a read-only mapping and a private read position."""
+"""The subscribing side of a topic: a read-only mapping, a private read position, and a
+wake-up socket for when there is nothing to read."""
 
 from __future__ import annotations
 
+import math
+import os
+import select
 import time
 import warnings
+from collections.abc import Iterator
 from types import TracebackType
 
-from . import _core
-from .errors import InvalidArgument, InvalidSegment
+from . import _core, _proc, wakeup
+from .errors import (
+    InvalidArgument,
+    InvalidSegment,
+    PermissionDenied,
+    PublisherGone,
+    ReceiveTimeout,
+    ShmPubSubError,
+)
 from .message import Message
-from .names import validate_topic
+from .names import CONTROL_SUFFIX, validate_topic
 from .segment import Segment
 
 # How long attaching waits for a publisher that is still creating its segment.
 _ATTACH_WAIT = 5.0
 # ...and how long for one whose segment is unlocked: a creator locks within microseconds.
 _ORPHAN_GRACE = 0.2
+# Without a pidfd, a blocked subscriber re-checks the publisher's lock this often.
+_LIVENESS_POLL = 0.05
+# A subscriber that may not register for wake-ups (no write access to the control
+# segment) polls with sleeps growing up to this.
+_PASSIVE_POLL_MAX = 0.001
 
 
 class Subscriber:
-    """A reader of a topic. It maps the segment read-only: nothing it does can corrupt the ring.
+    """A reader of a topic. It maps the ring read-only: nothing it does can corrupt it.
 
     ``start`` picks the first message: ``"next"`` (published after attaching), ``"latest"``
     (the newest already published) or ``"oldest"`` (the oldest the ring still holds).
@@ -27,17 +44,33 @@ class Subscriber:
     (the oldest message still intact, losing as few as possible) or ``"latest"``. Either way
     :attr:`lost` grows by exactly the number of messages skipped.
 
-    Raises TopicNotFound if no publisher has created the topic, InvalidSegment if the
-    segment is corrupt, foreign or of an incompatible version.
+    A blocking :meth:`receive` first spins for up to ``spin_us`` microseconds (in C, with the
+    GIL released), then sleeps on its wake-up socket; the publisher wakes it with one datagram.
+
+    Raises TopicNotFound if no publisher has created the topic, InvalidSegment if a segment is
+    corrupt, foreign or of an incompatible version, TooManySubscribers if every entry is taken.
     """
 
-    def __init__(self, topic: str, *, start: str = "next", lapped: str = "oldest") -> None:
+    def __init__(
+        self, topic: str, *, start: str = "next", lapped: str = "oldest", spin_us: float = 50.0
+    ) -> None:
         self._closed = True  # until fully built
         self.topic = validate_topic(topic)
         if start not in _core.START_MODES:
             raise InvalidArgument(f"start must be one of {sorted(_core.START_MODES)}, not {start!r}")
         if lapped not in _core.RESYNC_MODES:
             raise InvalidArgument(f"lapped must be one of {sorted(_core.RESYNC_MODES)}, not {lapped!r}")
+        if not isinstance(spin_us, (int, float)) or not 0 <= spin_us <= 1e6:
+            raise InvalidArgument(f"spin_us must be between 0 and 1e6 microseconds, not {spin_us!r}")
+        self._spin = spin_us / 1e6
+        self._selectable = False
+        self._publisher_dead = False
+        self._end_reason: str | None = None
+        self._control_segment: Segment | None = None
+        self._control_base: object | None = None
+        self._wake: wakeup.WakeSocket | None = None
+        self._pidfd: int | None = None
+        self._epoll: select.epoll | None = None
         self._segment = Segment.open(self.topic, writable=False)
         try:
             self._base, self.header = _attach(self._segment)
@@ -48,10 +81,49 @@ class Subscriber:
                 _core.START_MODES[start],
                 _core.RESYNC_MODES[lapped],
             )
+            self._register()
+            self._watch_publisher()
         except BaseException:
-            self._segment.close()
+            self._release()
             raise
         self._closed = False
+
+    def _register(self) -> None:
+        """Claims a control entry and binds the wake-up socket. Without write access to the
+        control segment (another user's topic), the subscriber stays passive: it reads, and
+        its blocking calls poll instead of sleeping on a socket."""
+        try:
+            self._control_segment = Segment.open(self.topic, writable=True, suffix=CONTROL_SUFFIX)
+        except PermissionDenied:
+            return
+        mapping = self._control_segment.map()
+        self._control_base = _core.pointer_to(mapping, writable=True)
+        control = _core.Control(self._control_base, len(mapping), f"control segment of topic {self.topic!r}")
+        if control.epoch != self.header.epoch:
+            raise InvalidSegment(
+                f"topic {self.topic!r} was re-created while attaching (control segment of another epoch); "
+                "attach again"
+            )
+        self._wake = wakeup.WakeSocket(control, self.topic)
+        self._reader.bind(control, self._wake.index)
+        self._epoll = select.epoll()
+        self._epoll.register(self._wake.sock.fileno(), select.EPOLLIN)
+
+    def _watch_publisher(self) -> None:
+        """A pidfd turns readable when the publisher's process ends, without any polling. The
+        start time is checked after opening it, so a reused pid cannot pass for the publisher."""
+        pid, started = self.header.publisher_pid, self.header.publisher_start_time
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self._publisher_dead = True
+            return
+        except (AttributeError, OSError):
+            return  # no pidfds here: blocked waits re-check the publisher's lock instead
+        if _proc.start_time(pid) != started:
+            self._publisher_dead = True
+        if self._epoll is not None:
+            self._epoll.register(self._pidfd, select.EPOLLIN)
 
     # -- receiving -------------------------------------------------------------
 
@@ -62,7 +134,33 @@ class Subscriber:
         call, one copy into a private buffer and one into the returned bytes.
         """
         got = self._reader.read()
-        return None if got is None else Message(*got)
+        if got is not None:
+            return Message(*got)
+        if self._selectable:
+            return self._arm_and_read()
+        return None
+
+    def receive(self, timeout: float | None = None) -> Message:
+        """The next message, waiting up to *timeout* seconds (None: for ever).
+
+        Raises ReceiveTimeout (a TimeoutError) when the time is up, PublisherGone once the
+        publisher has closed or died and every message it published has been received.
+        Ctrl-C interrupts the wait.
+        """
+        got = self._reader.read()
+        if got is not None:
+            return Message(*got)
+        return self._wait(timeout)
+
+    def __iter__(self) -> Iterator[Message]:
+        """Blocking iteration; ends when the publisher is gone and everything is received."""
+        return self
+
+    def __next__(self) -> Message:
+        try:
+            return self.receive()
+        except PublisherGone:
+            raise StopIteration from None
 
     def receive_into(self, buffer: _core.Buffer) -> int | None:
         """Copies the next message into a writable buffer (one copy, no allocation).
@@ -78,7 +176,90 @@ class Subscriber:
         got = self._reader.read_latest()
         return None if got is None else Message(*got)
 
+    def fileno(self) -> int:
+        """A descriptor for selectors and event loops. From the first call on, whenever
+        try_receive() returns None the subscriber asks for a wake-up, and the descriptor turns
+        readable when a message arrives, or when the publisher goes (then check
+        :attr:`end_reason`)."""
+        if self._epoll is None:
+            raise ShmPubSubError(
+                f"topic {self.topic!r}: this subscriber cannot register for wake-ups (no write access "
+                "to the topic's control segment), so it has no descriptor to wait on"
+            )
+        self._selectable = True
+        return self._epoll.fileno()
+
+    # -- waiting -----------------------------------------------------------------
+
+    def _wait(self, timeout: float | None) -> Message:
+        if timeout is not None and not timeout >= 0:
+            raise InvalidArgument(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        backoff = 0.00005
+        while True:
+            reason = self.end_reason
+            if reason is not None:
+                raise PublisherGone(self.topic, reason)
+            remaining = deadline - time.monotonic()
+            if self._spin and remaining > 0 and self._reader.spin(min(self._spin, remaining)):
+                got = self._reader.read()
+                if got is not None:
+                    return Message(*got)
+                continue
+            message = self._arm_and_read()
+            if message is not None:
+                return message
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if not self._selectable:
+                    self._reader.disarm()
+                raise ReceiveTimeout(f"no message on topic {self.topic!r} within {timeout} s")
+            if self._epoll is None:  # passive: poll
+                time.sleep(min(backoff, remaining))
+                backoff = min(backoff * 2, _PASSIVE_POLL_MAX)
+            else:
+                if self._pidfd is None:
+                    remaining = min(remaining, _LIVENESS_POLL)
+                for fd, _ in self._epoll.poll(-1 if math.isinf(remaining) else remaining):
+                    if fd == self._pidfd:
+                        self._publisher_dead = True
+            got = self._reader.read()
+            if got is not None:
+                return Message(*got)
+
+    def _arm_and_read(self) -> Message | None:
+        """Asks for a wake-up, then looks once more (the look after arming is what makes a
+        wake-up impossible to lose)."""
+        if self._wake is None:
+            return None
+        self._wake.drain()
+        if self._reader.arm():
+            got = self._reader.read()
+            if got is not None:
+                return Message(*got)
+            self._wake.wake_self()  # the topic ended: keep our descriptor readable
+        return None
+
     # -- state -------------------------------------------------------------------
+
+    @property
+    def end_reason(self) -> str | None:
+        """None while the publisher lives; ``"closed"`` or ``"crashed"`` once it is gone (messages
+        may remain to be received: iteration and receive() deliver them first)."""
+        if self._end_reason is None:
+            if self._reader.topic_closed:
+                self._end_reason = "closed"
+            elif self._publisher_dead or self._publisher_died():
+                self._end_reason = "crashed"
+        return self._end_reason
+
+    def _publisher_died(self) -> bool:
+        if self._pidfd is not None:
+            dead = bool(select.select([self._pidfd], [], [], 0)[0])
+        else:
+            dead = not self._segment.lock_held()
+        self._publisher_dead = dead
+        return dead
 
     @property
     def lost(self) -> int:
@@ -124,12 +305,27 @@ class Subscriber:
         return self._closed
 
     def close(self) -> None:
-        """Unmaps the segment (it stays the publisher's to remove). Idempotent."""
+        """Leaves the topic: frees the control entry, removes the wake-up socket and unmaps
+        (the segments stay the publisher's to remove). Idempotent."""
         if self._closed:
             return
         self._closed = True
-        self._reader.close()
-        _core.release(self._base)
+        self._release()
+
+    def _release(self) -> None:
+        if hasattr(self, "_reader"):
+            self._reader.close()
+        if self._wake is not None:
+            self._wake.close()
+        if self._epoll is not None:
+            self._epoll.close()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+        for pointer in (self._control_base, getattr(self, "_base", None)):
+            if pointer is not None:
+                _core.release(pointer)
+        if self._control_segment is not None:
+            self._control_segment.close()
         self._segment.close()
 
     def __enter__(self) -> Subscriber:

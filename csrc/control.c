@@ -1,0 +1,253 @@
+/*
+ * The control segment and the sleep/wake protocol's shared-memory half.
+ *
+ * Subscribers write here (their entry, their sleepers bit); the publisher only
+ * reads entries and clears bits. Every value read from this segment is
+ * untrusted: indices are bounds-checked against process-private copies of the
+ * geometry, and a forged value can at worst cost a spurious or missing wake-up
+ * for the forger, never a wild memory access or a lost message.
+ */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#include <string.h>
+#include <time.h>
+
+#include "layout.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+static struct sps_control_header *control_header(const struct sps_control *c)
+{
+    return (struct sps_control_header *)c->base;
+}
+
+static struct sps_entry *entry_at(const struct sps_control *c, uint32_t index)
+{
+    return (struct sps_entry *)(c->base + SPS_CONTROL_HEADER_SIZE + (uint64_t)index * SPS_ENTRY_SIZE);
+}
+
+int sps_control_geometry(uint32_t max_subscribers, uint64_t *total_size)
+{
+    if (max_subscribers == 0 || max_subscribers > SPS_MAX_SUBSCRIBERS)
+        return SPS_E_GEOMETRY;
+    *total_size = SPS_CONTROL_HEADER_SIZE + (uint64_t)max_subscribers * SPS_ENTRY_SIZE;
+    return SPS_OK;
+}
+
+int sps_control_init(void *base, uint64_t size, uint32_t max_subscribers, uint64_t epoch,
+                     const char *socket_dir)
+{
+    uint64_t total;
+    int rc = sps_control_geometry(max_subscribers, &total);
+    if (rc != SPS_OK)
+        return rc;
+    if (size != total)
+        return SPS_E_TOTAL;
+    size_t dir_len = strnlen(socket_dir, SPS_SOCKET_DIR_MAX);
+    if (dir_len == 0 || dir_len >= SPS_SOCKET_DIR_MAX)
+        return SPS_E_SOCKET_DIR;
+
+    struct sps_control_header *h = base;
+    h->id.layout_version = SPS_LAYOUT_VERSION;
+    h->id.header_size = SPS_CONTROL_HEADER_SIZE;
+    h->id.max_subscribers = max_subscribers;
+    h->id.entry_size = SPS_ENTRY_SIZE;
+    h->id.epoch = epoch;
+    h->id.total_size = total;
+    memcpy(h->id.socket_dir, socket_dir, dir_len + 1);
+    atomic_store_explicit(&h->id.magic, SPS_CONTROL_MAGIC, memory_order_release);
+    return SPS_OK;
+}
+
+int sps_control_open(struct sps_control *c, void *base, uint64_t size, struct sps_control_info *info)
+{
+    memset(c, 0, sizeof *c);
+    memset(info, 0, sizeof *info);
+    if (base == NULL || size < SPS_CONTROL_HEADER_SIZE)
+        return SPS_E_SIZE;
+    const struct sps_control_header *h = base;
+    uint64_t magic = atomic_load_explicit(&h->id.magic, memory_order_acquire);
+    if (magic == 0)
+        return SPS_E_UNINITIALISED;
+    if (magic != SPS_CONTROL_MAGIC)
+        return SPS_E_MAGIC;
+
+    /* Validate a private copy only (see sps_header_read). */
+    struct sps_control_identity id;
+    memcpy((unsigned char *)&id + sizeof id.magic, (const unsigned char *)&h->id + sizeof id.magic,
+           sizeof id - sizeof id.magic);
+    info->layout_version = id.layout_version;
+    if (id.layout_version != SPS_LAYOUT_VERSION)
+        return SPS_E_VERSION;
+    if (id.header_size != SPS_CONTROL_HEADER_SIZE || id.entry_size != SPS_ENTRY_SIZE)
+        return SPS_E_HEADER_SIZE;
+    uint64_t total;
+    if (sps_control_geometry(id.max_subscribers, &total) != SPS_OK)
+        return SPS_E_GEOMETRY;
+    if (id.total_size != total || total != size)
+        return SPS_E_TOTAL;
+    size_t dir_len = strnlen(id.socket_dir, SPS_SOCKET_DIR_MAX);
+    if (dir_len == 0 || dir_len >= SPS_SOCKET_DIR_MAX)
+        return SPS_E_SOCKET_DIR;
+
+    c->base = base;
+    c->size = size;
+    c->max_subscribers = id.max_subscribers;
+    c->sleeper_words = (id.max_subscribers + 63) / 64;
+    info->max_subscribers = id.max_subscribers;
+    info->epoch = id.epoch;
+    info->total_size = id.total_size;
+    memcpy(info->socket_dir, id.socket_dir, dir_len + 1);
+    return SPS_OK;
+}
+
+int sps_control_claim(const struct sps_control *c, uint64_t token, int64_t pid, uint64_t start_time)
+{
+    if (token == 0)
+        return SPS_E_GEOMETRY;
+    for (uint32_t i = 0; i < c->max_subscribers; i++) {
+        struct sps_entry *e = entry_at(c, i);
+        uint64_t expected = 0;
+        if (atomic_compare_exchange_strong_explicit(&e->token, &expected, token, memory_order_acq_rel,
+                                                    memory_order_relaxed)) {
+            atomic_store_explicit(&e->pid, pid, memory_order_relaxed);
+            atomic_store_explicit(&e->start_time, start_time, memory_order_relaxed);
+            atomic_store_explicit(&e->read_pos, 0, memory_order_relaxed);
+            atomic_store_explicit(&e->lost, 0, memory_order_release);
+            return (int)i;
+        }
+    }
+    return SPS_FULL;
+}
+
+static int bit_set(const struct sps_control *c, uint32_t index)
+{
+    uint64_t word = atomic_load_explicit(&control_header(c)->sleepers[index / 64], memory_order_relaxed);
+    return (word >> (index % 64)) & 1;
+}
+
+int sps_control_entry(const struct sps_control *c, uint32_t index, struct sps_entry_info *info)
+{
+    memset(info, 0, sizeof *info);
+    if (index >= c->max_subscribers)
+        return SPS_E_GEOMETRY;
+    const struct sps_entry *e = entry_at(c, index);
+    info->token = atomic_load_explicit(&e->token, memory_order_acquire);
+    if (info->token == 0)
+        return SPS_EMPTY;
+    info->pid = atomic_load_explicit(&e->pid, memory_order_relaxed);
+    info->start_time = atomic_load_explicit(&e->start_time, memory_order_relaxed);
+    info->read_pos = atomic_load_explicit(&e->read_pos, memory_order_relaxed);
+    info->lost = atomic_load_explicit(&e->lost, memory_order_relaxed);
+    info->asleep = bit_set(c, index);
+    return SPS_OK;
+}
+
+int sps_control_release(const struct sps_control *c, uint32_t index, uint64_t token)
+{
+    if (index >= c->max_subscribers || token == 0)
+        return 0;
+    /* Clear the sleepers bit first: once the token is 0 the entry may be reused. */
+    atomic_fetch_and_explicit(&control_header(c)->sleepers[index / 64], ~(UINT64_C(1) << (index % 64)),
+                              memory_order_seq_cst);
+    uint64_t expected = token;
+    return atomic_compare_exchange_strong_explicit(&entry_at(c, index)->token, &expected, 0,
+                                                   memory_order_acq_rel, memory_order_relaxed);
+}
+
+/* ---- the sleep/wake protocol ---- */
+
+void sps_reader_bind(struct sps_reader *r, const struct sps_control *c, uint32_t index)
+{
+    if (index >= c->max_subscribers)
+        return;
+    r->sleepers = (uint64_t *)&control_header(c)->sleepers[index / 64];
+    r->sleeper_bit = UINT64_C(1) << (index % 64);
+    r->entry = (unsigned char *)entry_at(c, index);
+    r->armed = 0;
+}
+
+static _Atomic uint64_t *sleepers_word(const struct sps_reader *r)
+{
+    return (_Atomic uint64_t *)(void *)r->sleepers;
+}
+
+/* True if the reader has something to do instead of sleeping. */
+static int wake_condition(const struct sps_reader *r)
+{
+    const struct sps_shared_header *h = sps_header(&r->ring);
+    return atomic_load_explicit(&h->progress.write_seq, memory_order_seq_cst) > r->next
+           || atomic_load_explicit(&h->progress.closed, memory_order_seq_cst) != 0;
+}
+
+int sps_arm(struct sps_reader *r)
+{
+    if (r->closed)
+        return 1;
+    if (r->sleepers != NULL) {
+        atomic_fetch_or_explicit(sleepers_word(r), r->sleeper_bit, memory_order_seq_cst);
+        r->armed = 1;
+    }
+    return wake_condition(r);
+}
+
+void sps_disarm(struct sps_reader *r)
+{
+    if (r->armed && r->sleepers != NULL)
+        atomic_fetch_and_explicit(sleepers_word(r), ~r->sleeper_bit, memory_order_relaxed);
+    r->armed = 0;
+}
+
+static uint64_t monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int sps_spin(struct sps_reader *r, uint64_t ns)
+{
+    if (r->closed)
+        return 2;
+    const struct sps_shared_header *h = sps_header(&r->ring);
+    uint64_t deadline = monotonic_ns() + ns;
+    for (uint32_t i = 0;; i++) {
+        if (atomic_load_explicit(&h->progress.write_seq, memory_order_acquire) > r->next)
+            return 1;
+        if (atomic_load_explicit(&h->progress.closed, memory_order_acquire))
+            return 2;
+        if ((i & 63) == 63 && monotonic_ns() >= deadline)
+            return 0;
+        cpu_relax();
+    }
+}
+
+void sps_writer_bind(struct sps_writer *w, const struct sps_control *c)
+{
+    w->sleepers = (uint64_t *)control_header(c)->sleepers;
+    w->sleeper_words = c->sleeper_words;
+}
+
+uint32_t sps_collect_sleepers(const struct sps_control *c, uint32_t *out, uint32_t max)
+{
+    uint32_t found = 0;
+    for (uint32_t w = 0; w < c->sleeper_words; w++) {
+        _Atomic uint64_t *word = &control_header(c)->sleepers[w];
+        if (atomic_load_explicit(word, memory_order_seq_cst) == 0)
+            continue;
+        uint64_t bits = atomic_exchange_explicit(word, 0, memory_order_seq_cst);
+        while (bits != 0) {
+            uint32_t index = w * 64 + (uint32_t)__builtin_ctzll(bits);
+            bits &= bits - 1;
+            if (index < c->max_subscribers && found < max)
+                out[found++] = index;
+        }
+    }
+    return found;
+}

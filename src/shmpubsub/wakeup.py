@@ -1,0 +1,186 @@
+"""The control plane: tiny wake-up datagrams over Unix domain sockets.
+
+A wake-up carries no data and no meaning beyond "look at the ring": the sequence
+numbers in shared memory are the truth. A lost, duplicated or spurious datagram can
+cost a little latency or a spurious loop, never a message.
+
+Sockets live in a private per-user directory (mode 0700, owned by the user, not a
+symlink), so no other user can send to them or read them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import secrets
+import socket
+import stat
+
+from . import _core, _proc
+from .errors import PermissionDenied, TooManySubscribers
+from .names import PREFIX, socket_name
+
+log = logging.getLogger(__name__)
+
+_WAKE = b"\x01"
+
+
+def socket_dir() -> str:
+    """This user's socket directory, created if missing: ``$SHMPUBSUB_RUNTIME_DIR``, else
+    ``$XDG_RUNTIME_DIR/shmpubsub``, else ``/tmp/shmpubsub-<uid>``."""
+    chosen = os.environ.get("SHMPUBSUB_RUNTIME_DIR")
+    if not chosen:
+        xdg = os.environ.get("XDG_RUNTIME_DIR")
+        chosen = os.path.join(xdg, "shmpubsub") if xdg and os.path.isabs(xdg) else ""
+        if not chosen or len(chosen) > 60:  # keep socket paths well inside sockaddr_un's 108 bytes
+            chosen = f"/tmp/shmpubsub-{os.geteuid()}"
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(chosen, 0o700)
+    check_private_dir(chosen)
+    return chosen
+
+
+def check_private_dir(path: str) -> None:
+    """Raises PermissionDenied unless *path* is a real directory owned by us with mode 0700
+    (no group or other access): anything else could let another user spoof or snoop."""
+    if not os.path.isabs(path) or len(path.encode()) >= _core.SOCKET_DIR_MAX:
+        raise PermissionDenied(errno.EACCES, f"socket directory {path!r} must be an absolute, short path")
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise PermissionDenied(errno.EACCES, f"socket directory {path!r} is not a directory")
+    if st.st_uid != os.geteuid():
+        raise PermissionDenied(errno.EACCES, f"socket directory {path!r} belongs to uid {st.st_uid}, not us")
+    if st.st_mode & 0o077:
+        raise PermissionDenied(
+            errno.EACCES, f"socket directory {path!r} has mode {oct(st.st_mode & 0o777)}; it must be 0700"
+        )
+
+
+class Waker:
+    """The publisher's side: sends one datagram to each subscriber that asked for a wake-up."""
+
+    def __init__(self, control: _core.Control, topic: str) -> None:
+        self._control = control
+        self._topic = topic
+        self._sock: socket.socket | None = None
+        #: Datagrams sent, and sends that failed (a subscriber that died, mostly).
+        self.sent = 0
+        self.failed = 0
+
+    def wake_sleepers(self) -> None:
+        for index in self._control.collect_sleepers():
+            entry = self._control.entry(index)
+            if entry is not None:
+                self._send(entry)
+
+    def _send(self, entry: _core.SubscriberInfo) -> None:
+        if self._sock is None:
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock.setblocking(False)
+        path = os.path.join(self._control.socket_dir, socket_name(entry.token))
+        try:
+            self._sock.sendto(_WAKE, path)
+            self.sent += 1
+        except BlockingIOError:
+            self.sent += 1  # its queue is full: a wake-up is already pending there
+        except (ConnectionRefusedError, FileNotFoundError):
+            self.failed += 1  # nobody is bound there: the subscriber died
+            log.info("topic %r: subscriber pid %d is gone; reclaiming its entry", self._topic, entry.pid)
+            reclaim(self._control, entry)
+        except OSError as e:
+            self.failed += 1
+            log.warning("topic %r: cannot wake subscriber pid %d: %s", self._topic, entry.pid, e)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def reclaim(control: _core.Control, entry: _core.SubscriberInfo) -> None:
+    """Frees a dead subscriber's entry and removes its socket file."""
+    if control.release(entry.index, entry.token):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(control.socket_dir, socket_name(entry.token)))
+
+
+def sweep_dead_sockets(directory: str) -> list[str]:
+    """Removes sockets in *directory* with our prefix that nobody is bound to (their owner
+    died without closing). Safe against live sockets: bind() creates and binds at once, so a
+    refused connection means the socket is dead."""
+    removed: list[str] = []
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(PREFIX)]
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        path = os.path.join(directory, name)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as probe:
+            try:
+                probe.connect(path)
+            except ConnectionRefusedError:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                removed.append(path)
+            except OSError:
+                pass  # not a socket, or vanished: not ours to judge
+    return removed
+
+
+class WakeSocket:
+    """A subscriber's side: its bound socket, registered in a control entry."""
+
+    def __init__(self, control: _core.Control, topic: str) -> None:
+        directory = control.socket_dir
+        check_private_dir(directory)
+        self._control = control
+        self.token = secrets.randbits(64) | 1
+        self.path = os.path.join(directory, socket_name(self.token))
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.sock.setblocking(False)
+        try:
+            self.sock.bind(self.path)
+            pid = os.getpid()
+            index = control.claim(self.token, pid, _proc.start_time(pid) or 0)
+            if index is None:
+                reap_dead_entries(control)
+                index = control.claim(self.token, pid, _proc.start_time(pid) or 0)
+            if index is None:
+                raise TooManySubscribers(topic, control.max_subscribers)
+        except BaseException:
+            self._unbind()
+            raise
+        self.index = index
+
+    def drain(self) -> None:
+        """Discards pending wake-ups (they only ever mean: look at the ring)."""
+        try:
+            while self.sock.recv(64):
+                pass
+        except BlockingIOError:
+            pass
+
+    def wake_self(self) -> None:
+        """Makes our descriptor readable (used when the topic ended after we armed)."""
+        with contextlib.suppress(BlockingIOError):
+            self.sock.sendto(_WAKE, self.path)
+
+    def close(self) -> None:
+        self._control.release(self.index, self.token)
+        self._unbind()
+
+    def _unbind(self) -> None:
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+def reap_dead_entries(control: _core.Control) -> int:
+    """Reclaims the entries (and sockets) of subscribers whose process is gone."""
+    # pid 0: an entry claimed an instant ago, its pid not yet written.
+    dead = [e for e in control.entries() if e.pid > 0 and not _proc.is_alive(e.pid, e.start_time)]
+    for entry in dead:
+        reclaim(control, entry)
+    return len(dead)
