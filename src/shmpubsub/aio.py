@@ -1,0 +1,142 @@
+"""asyncio: the same classes, with awaitable receives.
+
+    import shmpubsub.aio
+
+    async with shmpubsub.aio.Subscriber("prices") as sub:
+        msg = await sub.receive(timeout=1.0)
+        async for msg in sub:
+            ...
+
+A subscriber waits by registering its descriptor with the running loop (``add_reader``):
+no thread, no busy-polling, and any number of subscribers can share one loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+
+from . import subscriber as _sync
+from .errors import InvalidArgument, PublisherGone, ReceiveTimeout
+from .message import Message
+from .publisher import Publisher as _SyncPublisher
+
+
+class Publisher(_SyncPublisher):
+    """The synchronous :class:`shmpubsub.Publisher` (publishing never waits), usable with
+    ``async with``."""
+
+    async def __aenter__(self) -> Publisher:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class Subscriber:
+    """Like :class:`shmpubsub.Subscriber`, with ``await receive()`` and ``async for``.
+
+    Takes the same arguments. Non-blocking calls (``try_receive``, ``receive_into``,
+    ``latest``) and the state (``lost``, ``end_reason``, ...) are the synchronous ones.
+    """
+
+    def __init__(self, topic: str, **options: Any) -> None:
+        self._sub = _sync.Subscriber(topic, **options)
+        self._fd = self._sub.fileno()  # selectable mode: an empty try_receive arms a wake-up
+
+    async def receive(self, timeout: float | None = None) -> Message:
+        """The next message, waiting up to *timeout* seconds (None: for ever) without blocking
+        the loop. Raises ReceiveTimeout, or PublisherGone once the publisher is gone and
+        everything it published has been received. Cancellation is safe: no message is lost."""
+        if timeout is not None and not timeout >= 0:
+            raise InvalidArgument(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
+        loop = asyncio.get_running_loop()
+        deadline = math.inf if timeout is None else loop.time() + timeout
+        while True:
+            message = self._sub.try_receive()
+            if message is not None:
+                return message
+            reason = self._sub.end_reason
+            if reason is not None:
+                raise PublisherGone(self.topic, reason)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ReceiveTimeout(f"no message on topic {self.topic!r} within {timeout} s")
+            await self._readable(loop, None if math.isinf(remaining) else remaining)
+
+    async def _readable(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def on_readable() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(self._fd, on_readable)
+        try:
+            await asyncio.wait_for(ready, timeout)
+        except asyncio.TimeoutError:
+            pass  # the caller re-checks and raises ReceiveTimeout
+        finally:
+            loop.remove_reader(self._fd)
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self.receive()
+        except PublisherGone:
+            raise StopAsyncIteration from None
+
+    # -- the synchronous rest ------------------------------------------------------
+
+    def try_receive(self) -> Message | None:
+        return self._sub.try_receive()
+
+    def receive_into(self, buffer: Any) -> int | None:
+        return self._sub.receive_into(buffer)
+
+    def latest(self) -> Message | None:
+        return self._sub.latest()
+
+    def fileno(self) -> int:
+        return self._fd
+
+    @property
+    def topic(self) -> str:
+        return self._sub.topic
+
+    @property
+    def lost(self) -> int:
+        return self._sub.lost
+
+    @property
+    def last_seq(self) -> int:
+        return self._sub.last_seq
+
+    @property
+    def end_reason(self) -> str | None:
+        return self._sub.end_reason
+
+    @property
+    def closed(self) -> bool:
+        return self._sub.closed
+
+    def close(self) -> None:
+        self._sub.close()
+
+    async def __aenter__(self) -> Subscriber:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<shmpubsub.aio.Subscriber {self.topic!r} closed={self.closed}>"
