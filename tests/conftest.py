@@ -1,4 +1,4 @@
-"""Shared fixtures: unique topic names, and a check that no test leaks a segment."""
+"""Shared fixtures: unique topic names, and a check that no test leaks a segment or a socket."""
 
 from __future__ import annotations
 
@@ -9,22 +9,30 @@ from collections.abc import Iterator
 import pytest
 
 from shmpubsub.names import PREFIX, SHM_DIR
+from shmpubsub.wakeup import socket_dir
+
+SOCKET_DIR = socket_dir()
 
 
 def leftovers() -> set[str]:
-    """Every object with the project's prefix in /dev/shm."""
-    return {name for name in os.listdir(SHM_DIR) if name.startswith(PREFIX)}
+    """Every object with the project's prefix in /dev/shm and in the socket directory."""
+    return {
+        os.path.join(directory, name)
+        for directory in (SHM_DIR, SOCKET_DIR)
+        for name in os.listdir(directory)
+        if name.startswith(PREFIX)
+    }
 
 
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
-    """Fails any test that leaves a new shmpubsub object in /dev/shm behind."""
+    """Fails any test that leaves a new shmpubsub object in /dev/shm or the socket directory."""
     before = leftovers()
     yield
     leaked = leftovers() - before
-    for name in leaked:  # clean up so one leak does not fail every later test
-        os.unlink(os.path.join(SHM_DIR, name))
-    assert not leaked, f"test leaked shared-memory objects: {sorted(leaked)}"
+    for path in leaked:  # clean up so one leak does not fail every later test
+        os.unlink(path)
+    assert not leaked, f"test leaked shared-memory objects or sockets: {sorted(leaked)}"
 
 
 @pytest.fixture
@@ -37,5 +45,5 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """The whole suite must leave nothing behind either."""
     leaked = leftovers()
     if leaked:
-        print(f"\nshmpubsub objects left in {SHM_DIR}: {sorted(leaked)}")
+        print(f"\nshmpubsub objects left behind: {sorted(leaked)}")
         session.exitstatus = 1

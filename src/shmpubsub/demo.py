@@ -16,16 +16,10 @@ def _subscribe(topic: str, label: str, ready: Event) -> None:
     with Subscriber(topic) as sub:
         ready.set()
         received = 0
-        while True:
-            msg = sub.try_receive()
-            if msg is None:
-                if sub.publisher_closed and sub.pending == 0:
-                    break
-                time.sleep(0.001)  # blocking receive arrives with the wake-up layer
-                continue
+        for msg in sub:  # sleeps between messages; ends when the publisher closes
             received += 1
             print(f"  [{label}] seq={msg.seq:<3} {msg.data.decode()}", flush=True)
-        print(f"  [{label}] done: received {received}, lost {sub.lost}", flush=True)
+        print(f"  [{label}] publisher {sub.end_reason}: received {received}, lost {sub.lost}", flush=True)
 
 
 def run(count: int = 10, interval: float = 0.1) -> None:

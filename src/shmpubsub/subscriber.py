@@ -137,7 +137,7 @@ class Subscriber:
         if got is not None:
             return Message(*got)
         if self._selectable:
-            return self._arm_and_read()
+            return self._arm_and_read(drain=True)
         return None
 
     def receive(self, timeout: float | None = None) -> Message:
@@ -196,49 +196,74 @@ class Subscriber:
             raise InvalidArgument(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
         deadline = math.inf if timeout is None else time.monotonic() + timeout
         backoff = 0.00005
+        woken = False
         while True:
-            reason = self.end_reason
-            if reason is not None:
-                raise PublisherGone(self.topic, reason)
             remaining = deadline - time.monotonic()
-            if self._spin and remaining > 0 and self._reader.spin(min(self._spin, remaining)):
+            if self._spin and remaining > 0 and self._reader.spin(min(self._spin, remaining)) == 1:
                 got = self._reader.read()
                 if got is not None:
                     return Message(*got)
                 continue
-            message = self._arm_and_read()
+            message = self._arm_and_read(drain=woken or self._selectable)
             if message is not None:
                 return message
+            reason = self._ended()  # nothing left to read: is that the end?
+            if reason is not None:
+                raise PublisherGone(self.topic, reason)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 if not self._selectable:
                     self._reader.disarm()
                 raise ReceiveTimeout(f"no message on topic {self.topic!r} within {timeout} s")
-            if self._epoll is None:  # passive: poll
-                time.sleep(min(backoff, remaining))
-                backoff = min(backoff * 2, _PASSIVE_POLL_MAX)
-            else:
-                if self._pidfd is None:
-                    remaining = min(remaining, _LIVENESS_POLL)
-                for fd, _ in self._epoll.poll(-1 if math.isinf(remaining) else remaining):
-                    if fd == self._pidfd:
-                        self._publisher_dead = True
+            woken = self._sleep(remaining, backoff)
+            backoff = min(backoff * 2, _PASSIVE_POLL_MAX)
             got = self._reader.read()
             if got is not None:
                 return Message(*got)
 
-    def _arm_and_read(self) -> Message | None:
+    def _sleep(self, seconds: float, backoff: float) -> bool:
+        """Sleeps until woken, the publisher's process ends, or *seconds* pass. True if a
+        wake-up datagram is waiting (to be drained before the next arming)."""
+        if self._epoll is None:  # passive: poll
+            time.sleep(min(backoff, seconds))
+            return False
+        if self._pidfd is None:
+            seconds = min(seconds, _LIVENESS_POLL)
+        woken = False
+        for fd, _ in self._epoll.poll(-1 if math.isinf(seconds) else seconds):
+            if fd == self._pidfd:
+                self._publisher_dead = True
+            else:
+                woken = True
+        return woken
+
+    def _arm_and_read(self, drain: bool) -> Message | None:
         """Asks for a wake-up, then looks once more (the look after arming is what makes a
         wake-up impossible to lose)."""
         if self._wake is None:
             return None
-        self._wake.drain()
+        if drain:
+            self._wake.drain()
         if self._reader.arm():
             got = self._reader.read()
             if got is not None:
                 return Message(*got)
             self._wake.wake_self()  # the topic ended: keep our descriptor readable
         return None
+
+    def _ended(self) -> str | None:
+        """Like end_reason, but with no system call where the sleep itself watches the
+        publisher's pidfd."""
+        if self._end_reason is None:
+            if self._reader.topic_closed:
+                self._end_reason = "closed"
+            elif (
+                self._publisher_dead
+                or (self._epoll is None or self._pidfd is None)
+                and self._publisher_died()
+            ):
+                self._end_reason = "crashed"
+        return self._end_reason
 
     # -- state -------------------------------------------------------------------
 
