@@ -257,10 +257,8 @@ class Subscriber:
         if self._end_reason is None:
             if self._reader.topic_closed:
                 self._end_reason = "closed"
-            elif (
-                self._publisher_dead
-                or (self._epoll is None or self._pidfd is None)
-                and self._publisher_died()
+            elif self._publisher_dead or (
+                (self._epoll is None or self._pidfd is None) and self._publisher_died()
             ):
                 self._end_reason = "crashed"
         return self._end_reason
