@@ -51,6 +51,9 @@ Buffer = Any
 _EMPTY: Final[int] = lib.SPS_EMPTY
 _BUSY: Final[int] = lib.SPS_BUSY
 _WAKE: Final[int] = lib.SPS_WAKE
+# Each C read gives up after 1000 attempts against a writer that keeps overwriting the slot
+# being copied; Python tries this many such calls before reporting "nothing" (never a hang).
+_BUSY_CALLS: Final = 16
 
 
 @dataclass(frozen=True)
@@ -412,8 +415,9 @@ class Reader:
         return int(lib.sps_spin(self._r, int(seconds * 1e9)))
 
     def read(self) -> tuple[bytes, int] | None:
-        """The next message as (payload, sequence number), or None if there is none yet."""
-        while True:
+        """The next message as (payload, sequence number), or None if there is none yet (or
+        if a writer overwrote every message while it was being copied, 16000 times over)."""
+        for _ in range(_BUSY_CALLS):
             n: int = lib.sps_read(self._r, self._scratch, self._cap)
             if n >= 0:
                 return ffi.unpack(self._scratch, n), self._r.last_seq
@@ -421,6 +425,7 @@ class Reader:
                 return None
             if n != _BUSY:
                 raise self._refusal(n)
+        return None
 
     def read_into(self, buffer: Buffer) -> int | None:
         """Copies the next message into *buffer*; its length, or None if there is none yet."""
@@ -428,7 +433,7 @@ class Reader:
             dst = ffi.from_buffer(buffer, require_writable=True)
         except TypeError:
             raise InvalidType(f"expected a writable bytes-like object, not {type(buffer).__name__}") from None
-        while True:
+        for _ in range(_BUSY_CALLS):
             n: int = lib.sps_read(self._r, dst, len(dst))
             if n >= 0:
                 return n
@@ -441,9 +446,10 @@ class Reader:
                 )
             if n != _BUSY:
                 raise self._refusal(n)
+        return None
 
     def read_latest(self) -> tuple[bytes, int] | None:
-        while True:
+        for _ in range(_BUSY_CALLS):
             n: int = lib.sps_read_latest(self._r, self._scratch, self._cap, self._seq_out)
             if n >= 0:
                 return ffi.unpack(self._scratch, n), int(self._seq_out[0])
@@ -451,6 +457,7 @@ class Reader:
                 return None
             if n != _BUSY:
                 raise self._refusal(n)
+        return None
 
     def close(self) -> None:
         lib.sps_reader_close(self._r)
