@@ -61,10 +61,14 @@ int sps_header_init(void *base, uint64_t size, uint64_t slot_count, uint64_t slo
 int sps_header_read(const void *base, uint64_t size, struct sps_header_info *info)
 {
     memset(info, 0, sizeof *info);
-    if (base == NULL || size < SPS_HEADER_SIZE)
-        return SPS_E_SIZE;
+    /* Our segments are sized whole before anything is written: anything shorter than a
+     * header that does not start with our magic is somebody else's file. */
+    if (base == NULL || size < sizeof(uint64_t))
+        return SPS_E_MAGIC;
     const struct sps_shared_header *h = base;
     uint64_t magic = atomic_load_explicit(&h->id.magic, memory_order_acquire);
+    if (size < SPS_HEADER_SIZE)
+        return magic == SPS_MAGIC ? SPS_E_SIZE : SPS_E_MAGIC;
     if (magic == 0)
         return SPS_E_UNINITIALISED;
     if (magic != SPS_MAGIC)
@@ -88,6 +92,8 @@ int sps_header_read(const void *base, uint64_t size, struct sps_header_info *inf
         return SPS_E_GEOMETRY;
     if (id.total_size != total || total != size)
         return SPS_E_TOTAL;
+    if (id.publisher_pid <= 0 || id.publisher_pid > SPS_PID_MAX)
+        return SPS_E_PID;
 
     info->slot_count = id.slot_count;
     info->slot_size = id.slot_size;

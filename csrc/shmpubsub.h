@@ -28,6 +28,7 @@
 #define SPS_SLOT_ALIGN 64
 #define SPS_MAX_SLOT_COUNT 1073741824
 #define SPS_MAX_SLOT_SIZE 2147483648
+#define SPS_PID_MAX 4194304
 
 /* The control segment: one entry per attached subscriber (see control.c). */
 #define SPS_CONTROL_HEADER_SIZE 512
@@ -69,7 +70,8 @@ enum sps_status {
     SPS_E_HEADER_SIZE = -24,  /* header size field is wrong */
     SPS_E_GEOMETRY = -25,     /* slot count or slot size out of range */
     SPS_E_TOTAL = -26,        /* total size overflows or disagrees with the mapping */
-    SPS_E_SOCKET_DIR = -27    /* control segment: socket directory not a terminated path */
+    SPS_E_SOCKET_DIR = -27,   /* control segment: socket directory not a terminated path */
+    SPS_E_PID = -28           /* publisher pid out of range */
 };
 
 /* A process-local view of a mapped segment. The geometry is copied out of the

@@ -87,6 +87,7 @@ _HEADER_ERRORS: Final = {
     lib.SPS_E_GEOMETRY: "has a corrupt header (slot count or slot size out of range)",
     lib.SPS_E_TOTAL: "is truncated or corrupt (its size disagrees with its header)",
     lib.SPS_E_SOCKET_DIR: "has a corrupt header (socket directory)",
+    lib.SPS_E_PID: "has a corrupt header (publisher pid out of range)",
 }
 
 
@@ -267,7 +268,7 @@ def as_buffer(data: Buffer) -> Any:
         return ffi.from_buffer(data)
     except TypeError:
         raise InvalidType(f"expected a bytes-like object, not {type(data).__name__}") from None
-    except ValueError as e:  # not C-contiguous
+    except (ValueError, BufferError) as e:  # not C-contiguous
         raise InvalidArgument(f"the buffer must be contiguous: {e}") from None
 
 
@@ -391,10 +392,14 @@ class Reader:
 
     @property
     def write_seq(self) -> int:
+        if self._r.closed:  # the mapping may be gone
+            raise self._refusal(lib.SPS_CLOSED)
         return int(lib.sps_write_seq(ffi.addressof(self._r, "ring")))
 
     @property
     def topic_closed(self) -> bool:
+        if self._r.closed:
+            raise self._refusal(lib.SPS_CLOSED)
         return bool(lib.sps_topic_closed(ffi.addressof(self._r, "ring")))
 
     def bind(self, control: Control, index: int) -> None:
@@ -431,8 +436,10 @@ class Reader:
         """Copies the next message into *buffer*; its length, or None if there is none yet."""
         try:
             dst = ffi.from_buffer(buffer, require_writable=True)
-        except TypeError:
+        except (TypeError, BufferError):
             raise InvalidType(f"expected a writable bytes-like object, not {type(buffer).__name__}") from None
+        except ValueError as e:
+            raise InvalidArgument(f"the buffer must be contiguous: {e}") from None
         for _ in range(_BUSY_CALLS):
             n: int = lib.sps_read(self._r, dst, len(dst))
             if n >= 0:

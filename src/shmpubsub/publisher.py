@@ -313,7 +313,7 @@ def _lock_new(segment: Segment) -> bool:
 def _initialised(segment: Segment) -> bool:
     """True if the segment carries a complete header (any version: we only ask whether its
     creator got that far). A foreign segment under our name is refused, not destroyed."""
-    if segment.nbytes < _core.HEADER_SIZE:
+    if segment.nbytes == 0:  # a creator sizes its segment whole before writing to it
         return False
     mapping = segment.map()
     base = _core.pointer_to(mapping, writable=False)

@@ -25,7 +25,15 @@ import os
 import posix_ipc
 
 from . import _core
-from .errors import NoSpace, PermissionDenied, SegmentError, ShmPubSubError, TopicExists, TopicNotFound
+from .errors import (
+    ClosedError,
+    NoSpace,
+    PermissionDenied,
+    SegmentError,
+    ShmPubSubError,
+    TopicExists,
+    TopicNotFound,
+)
 from .names import SHM_DIR, segment_name, validate_topic
 
 
@@ -155,7 +163,7 @@ class Segment:
 
     def fileno(self) -> int:
         if self._shm is None:
-            raise ShmPubSubError(f"topic {self.topic!r}: the segment is closed")
+            raise ClosedError(f"topic {self.topic!r}: the segment is closed")
         fd: int = self._shm.fd
         return fd
 

@@ -376,7 +376,7 @@ def _attach(segment: Segment) -> tuple[object, _core.HeaderInfo]:
     began = time.monotonic()
     delay = 0.0005
     while True:
-        if segment.nbytes >= _core.HEADER_SIZE:
+        if segment.nbytes > 0:  # a creator sizes its segment whole before writing to it
             mapping = segment.map()
             base = _core.pointer_to(mapping, writable=False)
             try:
