@@ -49,7 +49,9 @@ def pingpong(request: pytest.FixtureRequest) -> Iterator[tuple[str, sps.Publishe
                     echo.kill()
 
 
-def test_one_way_latency_64B(benchmark: pytest.FixtureRequest, pingpong: tuple[str, sps.Publisher, sps.Subscriber]) -> None:
+def test_one_way_latency_64B(
+    benchmark: pytest.FixtureRequest, pingpong: tuple[str, sps.Publisher, sps.Subscriber]
+) -> None:
     mode, pub, sub = pingpong
     payload = bytes(64)
     receive = sub.receive
@@ -62,5 +64,7 @@ def test_one_way_latency_64B(benchmark: pytest.FixtureRequest, pingpong: tuple[s
     stats = benchmark.stats.stats  # type: ignore[attr-defined]
     benchmark.extra_info["mode"] = mode  # type: ignore[attr-defined]
     benchmark.extra_info["one_way_median_us"] = round(stats.median / 2 * 1e6, 2)  # type: ignore[attr-defined]
-    benchmark.extra_info["one_way_p99_us"] = round(sorted(stats.data)[int(len(stats.data) * 0.99)] / 2 * 1e6, 2)  # type: ignore[attr-defined]
+    benchmark.extra_info["one_way_p99_us"] = round(
+        sorted(stats.data)[int(len(stats.data) * 0.99)] / 2 * 1e6, 2
+    )  # type: ignore[attr-defined]
     assert sub.lost == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -51,9 +52,14 @@ Buffer = Any
 _EMPTY: Final[int] = lib.SPS_EMPTY
 _BUSY: Final[int] = lib.SPS_BUSY
 _WAKE: Final[int] = lib.SPS_WAKE
-# Each C read gives up after 1000 attempts against a writer that keeps overwriting the slot
-# being copied; Python tries this many such calls before reporting "nothing" (never a hang).
-_BUSY_CALLS: Final = 16
+# A C read gives up after 1000 attempts against a writer that keeps overwriting the slot
+# being copied (or is preempted in the middle of writing the only slot of a one-slot ring).
+# Python calls again for up to this long, then reports "nothing" rather than hang.
+_BUSY_BUDGET: Final = 0.02
+
+
+def _busy_deadline() -> float:
+    return time.monotonic() + _BUSY_BUDGET
 
 
 @dataclass(frozen=True)
@@ -420,17 +426,19 @@ class Reader:
         return int(lib.sps_spin(self._r, int(seconds * 1e9)))
 
     def read(self) -> tuple[bytes, int] | None:
-        """The next message as (payload, sequence number), or None if there is none yet (or
-        if a writer overwrote every message while it was being copied, 16000 times over)."""
-        for _ in range(_BUSY_CALLS):
-            n: int = lib.sps_read(self._r, self._scratch, self._cap)
+        """The next message as (payload, sequence number), or None if there is none yet (or if
+        the writer overwrote every message while it was being copied, for 20 ms on end)."""
+        n: int = lib.sps_read(self._r, self._scratch, self._cap)
+        if n >= 0:
+            return ffi.unpack(self._scratch, n), self._r.last_seq
+        deadline = _busy_deadline()
+        while n == _BUSY and time.monotonic() < deadline:
+            n = lib.sps_read(self._r, self._scratch, self._cap)
             if n >= 0:
                 return ffi.unpack(self._scratch, n), self._r.last_seq
-            if n == _EMPTY:
-                return None
-            if n != _BUSY:
-                raise self._refusal(n)
-        return None
+        if n in (_EMPTY, _BUSY):
+            return None
+        raise self._refusal(n)
 
     def read_into(self, buffer: Buffer) -> int | None:
         """Copies the next message into *buffer*; its length, or None if there is none yet."""
@@ -440,31 +448,37 @@ class Reader:
             raise InvalidType(f"expected a writable bytes-like object, not {type(buffer).__name__}") from None
         except ValueError as e:
             raise InvalidArgument(f"the buffer must be contiguous: {e}") from None
-        for _ in range(_BUSY_CALLS):
+        deadline = 0.0
+        while True:
             n: int = lib.sps_read(self._r, dst, len(dst))
             if n >= 0:
                 return n
-            if n == _EMPTY:
+            if n == _BUSY:
+                deadline = deadline or _busy_deadline()
+                if time.monotonic() < deadline:
+                    continue
+            if n in (_EMPTY, _BUSY):
                 return None
             if n == lib.SPS_BUFFER_TOO_SMALL:
                 raise MessageTooLarge(
                     f"topic {self._topic!r}: message {self._r.next} has {self._r.last_len} bytes but the "
                     f"buffer holds {len(dst)}; it stays unread"
                 )
-            if n != _BUSY:
-                raise self._refusal(n)
-        return None
+            raise self._refusal(n)
 
     def read_latest(self) -> tuple[bytes, int] | None:
-        for _ in range(_BUSY_CALLS):
+        deadline = 0.0
+        while True:
             n: int = lib.sps_read_latest(self._r, self._scratch, self._cap, self._seq_out)
             if n >= 0:
                 return ffi.unpack(self._scratch, n), int(self._seq_out[0])
-            if n == _EMPTY:
+            if n == _BUSY:
+                deadline = deadline or _busy_deadline()
+                if time.monotonic() < deadline:
+                    continue
+            if n in (_EMPTY, _BUSY):
                 return None
-            if n != _BUSY:
-                raise self._refusal(n)
-        return None
+            raise self._refusal(n)
 
     def close(self) -> None:
         lib.sps_reader_close(self._r)

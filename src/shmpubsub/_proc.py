@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 
-def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (``/proc/PID/stat`` field 22), or None if gone."""
+def _stat(pid: int) -> tuple[bytes, int] | None:
+    """(state, start time in clock ticks since boot) from ``/proc/PID/stat``, or None if gone."""
     if pid <= 0:
         return None
     try:
@@ -14,9 +14,17 @@ def start_time(pid: int) -> int | None:
         return None
     # The command name (field 2) may contain spaces and parentheses: split after its last ')'.
     fields = stat[stat.rindex(b")") + 2 :].split()
-    return int(fields[19])
+    return fields[0], int(fields[19])
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (``/proc/PID/stat`` field 22), or None if gone."""
+    stat = _stat(pid)
+    return None if stat is None else stat[1]
 
 
 def is_alive(pid: int, started: int) -> bool:
-    """True if process *pid* exists and is the same process that started at *started*."""
-    return start_time(pid) == started
+    """True if process *pid* is the one that started at *started* and has not exited (a zombie,
+    dead but not yet reaped by its parent, counts as dead)."""
+    stat = _stat(pid)
+    return stat is not None and stat[1] == started and stat[0] not in (b"Z", b"X")

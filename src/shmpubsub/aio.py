@@ -48,6 +48,8 @@ class Subscriber:
     def __init__(self, topic: str, **options: Any) -> None:
         self._sub = _sync.Subscriber(topic, **options)
         self._fd = self._sub.fileno()  # selectable mode: an empty try_receive arms a wake-up
+        self._waiters: set[asyncio.Future[None]] = set()
+        self._watching: asyncio.AbstractEventLoop | None = None  # the loop watching our fd
 
     async def receive(self, timeout: float | None = None) -> Message:
         """The next message, waiting up to *timeout* seconds (None: for ever) without blocking
@@ -70,19 +72,31 @@ class Subscriber:
             await self._readable(loop, None if math.isinf(remaining) else remaining)
 
     async def _readable(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
+        """Waits until the descriptor is readable (or *timeout*). Several tasks may wait on one
+        subscriber: the loop watches the descriptor once for all of them."""
         ready: asyncio.Future[None] = loop.create_future()
-
-        def on_readable() -> None:
-            if not ready.done():
-                ready.set_result(None)
-
-        loop.add_reader(self._fd, on_readable)
+        if self._watching is None:
+            loop.add_reader(self._fd, self._on_readable)
+            self._watching = loop
+        self._waiters.add(ready)
         try:
             await asyncio.wait_for(ready, timeout)
         except asyncio.TimeoutError:
             pass  # the caller re-checks and raises ReceiveTimeout
         finally:
-            loop.remove_reader(self._fd)
+            self._waiters.discard(ready)
+            if not self._waiters:
+                self._stop_watching()
+
+    def _stop_watching(self) -> None:
+        if self._watching is not None:
+            self._watching.remove_reader(self._fd)
+            self._watching = None
+
+    def _on_readable(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self
@@ -128,6 +142,9 @@ class Subscriber:
         return self._sub.closed
 
     def close(self) -> None:
+        """Closes the subscriber; tasks waiting in receive() get ClosedError."""
+        self._stop_watching()  # before the descriptor goes
+        self._on_readable()
         self._sub.close()
 
     async def __aenter__(self) -> Subscriber:

@@ -10,8 +10,7 @@ import sys
 def _demo(args: argparse.Namespace) -> int:
     from . import demo
 
-    demo.run(count=args.count, interval=args.interval)
-    return 0
+    return demo.run(count=args.count, interval=args.interval)
 
 
 def build_parser() -> argparse.ArgumentParser:

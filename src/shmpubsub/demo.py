@@ -22,8 +22,9 @@ def _subscribe(topic: str, label: str, ready: Event) -> None:
         print(f"  [{label}] publisher {sub.end_reason}: received {received}, lost {sub.lost}", flush=True)
 
 
-def run(count: int = 10, interval: float = 0.1) -> None:
-    """Publishes *count* price ticks to two subscriber processes, which print them."""
+def run(count: int = 10, interval: float = 0.1) -> int:
+    """Publishes *count* price ticks to two subscriber processes, which print them.
+    Returns 0 if both subscribers finished cleanly, else 1."""
     topic = f"demo-{os.getpid()}"
     ctx = mp.get_context("spawn")  # open by name: works without fork
     with Publisher(topic, slots=64, slot_size=256) as pub:
@@ -45,4 +46,8 @@ def run(count: int = 10, interval: float = 0.1) -> None:
             time.sleep(interval)
     for proc in subs:
         proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
     print("publisher closed the topic; all done")
+    return 0 if all(proc.exitcode == 0 for proc in subs) else 1

@@ -147,6 +147,8 @@ class Subscriber:
         publisher has closed or died and every message it published has been received.
         Ctrl-C interrupts the wait.
         """
+        if timeout is not None and not timeout >= 0:
+            raise InvalidArgument(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
         got = self._reader.read()
         if got is not None:
             return Message(*got)
@@ -192,8 +194,6 @@ class Subscriber:
     # -- waiting -----------------------------------------------------------------
 
     def _wait(self, timeout: float | None) -> Message:
-        if timeout is not None and not timeout >= 0:
-            raise InvalidArgument(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
         deadline = math.inf if timeout is None else time.monotonic() + timeout
         backoff = 0.00005
         woken = False
