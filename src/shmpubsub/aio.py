@@ -65,6 +65,9 @@ class Subscriber:
                 return message
             reason = self._sub.end_reason
             if reason is not None:
+                message = self._sub.try_receive()  # published just before the end (see Subscriber)
+                if message is not None:
+                    return message
                 raise PublisherGone(self.topic, reason)
             remaining = deadline - loop.time()
             if remaining <= 0:

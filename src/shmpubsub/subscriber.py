@@ -30,6 +30,8 @@ _ATTACH_WAIT = 5.0
 _ORPHAN_GRACE = 0.2
 # Without a pidfd, a blocked subscriber re-checks the publisher's lock this often.
 _LIVENESS_POLL = 0.05
+# Spinning happens in C with the GIL released; Python looks at pending signals this often.
+_SPIN_SLICE = 0.01
 # A subscriber that may not register for wake-ups (no write access to the control
 # segment) polls with sleeps growing up to this.
 _PASSIVE_POLL_MAX = 0.001
@@ -198,8 +200,7 @@ class Subscriber:
         backoff = 0.00005
         woken = False
         while True:
-            remaining = deadline - time.monotonic()
-            if self._spin and remaining > 0 and self._reader.spin(min(self._spin, remaining)) == 1:
+            if self._spin and self._spin_until(min(deadline, time.monotonic() + self._spin)):
                 got = self._reader.read()
                 if got is not None:
                     return Message(*got)
@@ -207,8 +208,14 @@ class Subscriber:
             message = self._arm_and_read(drain=woken or self._selectable)
             if message is not None:
                 return message
-            reason = self._ended()  # nothing left to read: is that the end?
+            reason = self._ended()
             if reason is not None:
+                # The publisher may have published its last messages and closed (or died) just
+                # after we looked. `closed` is stored after the last write_seq, so one more read
+                # sees everything it published; the caller's next receive() reads the rest.
+                got = self._reader.read()
+                if got is not None:
+                    return Message(*got)
                 raise PublisherGone(self.topic, reason)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -220,6 +227,17 @@ class Subscriber:
             got = self._reader.read()
             if got is not None:
                 return Message(*got)
+
+    def _spin_until(self, deadline: float) -> bool:
+        """Spins in C until a message is there (True), or the topic closed or the deadline
+        passed (False). In slices, so that Python handles signals (Ctrl-C) in between."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            outcome = self._reader.spin(min(remaining, _SPIN_SLICE))
+            if outcome:
+                return outcome == 1
 
     def _sleep(self, seconds: float, backoff: float) -> bool:
         """Sleeps until woken, the publisher's process ends, or *seconds* pass. True if a
