@@ -13,7 +13,6 @@ import asyncio
 import math
 import multiprocessing
 import os
-import queue
 import random
 import signal
 import threading
@@ -23,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from helpers import Children, check_drained, get_result
 
 import shmpubsub as sps
 import shmpubsub.aio as aio
@@ -62,53 +62,6 @@ def _take_over_and_remove(topic: str) -> None:
     Publisher(topic).close()
     left = [p for p in _segment_paths(topic) if os.path.exists(p)]
     assert not left, f"takeover + close left {left} behind"
-
-
-class _Children:
-    """Child processes that cannot outlive the test (see test_wakeup._Children)."""
-
-    def __init__(self) -> None:
-        self.procs: list[Any] = []
-
-    def __enter__(self) -> _Children:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for proc in self.procs:
-            if proc.exitcode is None:
-                proc.kill()
-            proc.join(10)
-
-    def start(self, ctx: Any, target: Callable[..., Any], *args: Any) -> Any:
-        proc = ctx.Process(target=target, args=args, daemon=True, name=target.__name__)
-        proc.start()
-        self.procs.append(proc)
-        return proc
-
-    @staticmethod
-    def join(proc: Any, timeout: float, exitcode: int | None = 0) -> None:
-        proc.join(timeout)
-        if proc.exitcode is None:
-            proc.kill()
-            proc.join(10)
-            pytest.fail(f"child {proc.name} did not finish within {timeout} s (killed)")
-        if exitcode is not None:
-            assert proc.exitcode == exitcode, f"child {proc.name} exited with {proc.exitcode}"
-
-
-def _check_drained(got: list[int], k: int) -> None:
-    """Every one of messages 0..k-1 arrived, in order."""
-    assert got == list(range(k)), got
-
-
-def _get(results: Any, timeout: float, what: str) -> Any:
-    try:
-        item = results.get(timeout=timeout)
-    except queue.Empty:
-        pytest.fail(f"no result from {what} within {timeout} s")
-    if isinstance(item, tuple) and item and item[0] == "error":
-        pytest.fail(f"{what} failed:\n{item[1]}")
-    return item
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,13 +149,13 @@ def test_many_subscribers_in_one_loop_receive_every_message(topic: str) -> None:
             for s in subs:
                 s.close()
 
-    with _Children() as children:
+    with Children() as children:
         publisher = children.start(ctx, _stream_publisher, topic, n, progress, ready, go, results)
         assert ready.wait(30), "the publisher never started"
         began = time.monotonic()
         outcomes = _run(main(), timeout=60)
         elapsed = time.monotonic() - began
-        _, published, sent, failed, checkpoints = _get(results, 10, "the publisher")
+        _, published, sent, failed, checkpoints = get_result(results, 10, "the publisher")
         children.join(publisher, 10)
     print(
         f"\n{count} aio subscribers x {n} messages: {elapsed:.2f} s, {checkpoints} checkpoints, "
@@ -306,7 +259,7 @@ def test_close_ends_awaiting_subscribers_after_draining(topic: str, closer: str)
     print(f"\nclose ({closer}) -> end of stream (aio): {[f'{t * 1e3:.2f} ms' for t in latencies]}")
     assert max(latencies) < DETECT_BOUND, latencies
     for outcome in outcomes:
-        _check_drained(outcome[1], k)
+        check_drained(outcome[1], k)
 
 
 class _ArmHook:
@@ -385,7 +338,7 @@ def test_publisher_sigkill_ends_awaiting_subscribers(topic: str) -> None:
             return killed, list(await asyncio.gather(*tasks))
 
     try:
-        with _Children() as children:
+        with Children() as children:
             publisher = children.start(ctx, _doomed_publisher, topic, k, ready, go, published)
             assert ready.wait(30), "the publisher never started"
             killed, outcomes = _run(main(publisher.pid))

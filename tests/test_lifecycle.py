@@ -18,10 +18,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from types import FrameType
+from contextlib import suppress
 
 import pytest
+from helpers import time_limit
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -46,26 +46,6 @@ def shm_path(topic: str, suffix: str = "") -> str:
 
 def control_path(topic: str) -> str:
     return shm_path(topic, CONTROL_SUFFIX)
-
-
-class Hang(Exception):
-    """A call did not return within its time limit."""
-
-
-@contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Raises Hang in the main thread if the block runs longer than *seconds*."""
-
-    def on_alarm(signum: int, frame: FrameType | None) -> None:
-        raise Hang(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def live_segment_bytes(topic: str, messages: int = 3) -> tuple[bytes, bytes]:

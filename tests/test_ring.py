@@ -4,15 +4,12 @@ payload sizes and types, receive_into, loans, and a model-based test against a p
 from __future__ import annotations
 
 import array
-import signal
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import FrameType
 
 import numpy as np
 import pytest
+from helpers import time_limit
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -36,28 +33,6 @@ def drain(sub: sps.Subscriber, limit: int = 100_000) -> list[sps.Message]:
             return out
         out.append(msg)
     raise AssertionError(f"try_receive() never ran dry after {limit} messages")
-
-
-class Hang(Exception):
-    """A call did not return within its time limit."""
-
-
-@contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Raises Hang in the main thread if the block runs longer than *seconds*.
-
-    Works for the library's retry loops because they return to Python between C calls."""
-
-    def on_alarm(signum: int, frame: FrameType | None) -> None:
-        raise Hang(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 class Boom(Exception):

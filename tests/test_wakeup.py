@@ -17,7 +17,6 @@ import errno
 import math
 import multiprocessing
 import os
-import queue
 import random
 import re
 import selectors
@@ -33,6 +32,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from helpers import Children, check_drained, get_result
 
 import shmpubsub as sps
 from shmpubsub import Publisher, PublisherGone, ReceiveTimeout, Subscriber, _core, _proc, wakeup
@@ -111,56 +111,6 @@ def _take_over_and_remove(topic: str) -> None:
     assert not left, f"takeover + close left {left} behind"
 
 
-def _get(results: Any, timeout: float, what: str) -> Any:
-    """The next result from a child; fails the test on a time-out or if the child reported an error."""
-    try:
-        item = results.get(timeout=timeout)
-    except queue.Empty:
-        pytest.fail(f"no result from {what} within {timeout} s")
-    if isinstance(item, tuple) and item and item[0] == "error":
-        pytest.fail(f"{what} failed:\n{item[1]}")
-    return item
-
-
-class _Children:
-    """Starts child processes and guarantees none outlives the test: join() fails the test if a
-    child overstays (after killing it), and leaving the block kills whatever still runs."""
-
-    def __init__(self) -> None:
-        self.procs: list[Any] = []
-
-    def __enter__(self) -> _Children:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for proc in self.procs:
-            if proc.exitcode is None:
-                proc.kill()
-            proc.join(10)
-
-    def start(self, ctx: Any, target: Callable[..., Any], *args: Any) -> Any:
-        proc = ctx.Process(target=target, args=args, daemon=True, name=target.__name__)
-        proc.start()
-        self.procs.append(proc)
-        return proc
-
-    @staticmethod
-    def join(proc: Any, timeout: float, exitcode: int | None = 0) -> None:
-        proc.join(timeout)
-        if proc.exitcode is None:
-            proc.kill()
-            proc.join(10)
-            pytest.fail(f"child {proc.name} did not finish within {timeout} s (killed)")
-        if exitcode is not None:
-            assert proc.exitcode == exitcode, f"child {proc.name} exited with {proc.exitcode}"
-
-    @staticmethod
-    def kill(proc: Any) -> None:
-        proc.kill()
-        proc.join(10)
-        assert proc.exitcode == -signal.SIGKILL
-
-
 @contextmanager
 def _threads(*targets: Callable[[], None]) -> Iterator[list[threading.Thread]]:
     """Runs daemon threads; on leaving, joins them (bounded) and fails if one is stuck."""
@@ -208,11 +158,6 @@ class _ArmHook:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
-
-
-def _check_drained(got: list[int], k: int) -> None:
-    """Every one of messages 0..k-1 arrived, in order."""
-    assert got == list(range(k)), got
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,7 +304,7 @@ def test_no_lost_wakeups_blocking_receive(topic: str, method: str, spin_us: floa
     rng = random.Random(f"{method}-{spin_us}")
     began = time.monotonic()
     checkpoints = 0
-    with _Children() as children:
+    with Children() as children:
         # Started before the publisher exists, so a forked child inherits no Publisher.
         child = children.start(
             ctx, _stream_subscriber, topic, n, spin_us, topic_ready, attached, received, results
@@ -384,7 +329,7 @@ def test_no_lost_wakeups_blocking_receive(topic: str, method: str, spin_us: floa
                     pytest.fail(f"the stream took over 50 s (at message {i})")
             sent, failed, published = pub.wakeups_sent, pub.wakeup_failures, pub.published
         # closing woke the subscriber: it reports and exits
-        result = _get(results, 10, "the subscriber")
+        result = get_result(results, 10, "the subscriber")
         children.join(child, 10)
     elapsed = time.monotonic() - began
     print(
@@ -429,13 +374,13 @@ def test_no_wakeups_for_busy_polling_subscriber_process(topic: str) -> None:
     n = 100_000
     ctx = multiprocessing.get_context("spawn")
     attached, results = ctx.Event(), ctx.Queue()
-    with _Children() as children, Publisher(topic, slots=1024, slot_size=64) as pub:
+    with Children() as children, Publisher(topic, slots=1024, slot_size=64) as pub:
         child = children.start(ctx, _busy_poller, topic, n, attached, results)
         assert attached.wait(30), "the subscriber never attached"
         for _ in range(n):
             pub.publish(b"12345678")
         assert (pub.wakeups_sent, pub.wakeup_failures) == (0, 0)
-        _, got, lost, next_seq = _get(results, 30, "the polling subscriber")
+        _, got, lost, next_seq = get_result(results, 30, "the polling subscriber")
         children.join(child, 10)
         assert next_seq == n and got + lost == n and got > 0
         assert (pub.wakeups_sent, pub.wakeup_failures) == (0, 0)
@@ -716,7 +661,7 @@ def test_selector_readable_when_publisher_crashes(topic: str) -> None:
     ctx = multiprocessing.get_context("spawn")
     ready, go, published = ctx.Event(), ctx.Event(), ctx.Event()
     try:
-        with _Children() as children:
+        with Children() as children:
             publisher = children.start(ctx, _doomed_publisher, topic, 3, ready, go, published)
             assert ready.wait(30), "the publisher never started"
             with Subscriber(topic) as sub, selectors.DefaultSelector() as sel:
@@ -796,7 +741,7 @@ def test_close_wakes_blocked_subscriber_threads(topic: str) -> None:
     print(f"\nclose -> end of stream (threads): {[f'{t * 1e3:.2f} ms' for t in latencies]}")
     assert max(latencies) < DETECT_BOUND, latencies
     for result in outcome:
-        _check_drained(result[1], k)
+        check_drained(result[1], k)
 
 
 def test_close_wakes_blocked_subscriber_processes(topic: str) -> None:
@@ -804,7 +749,7 @@ def test_close_wakes_blocked_subscriber_processes(topic: str) -> None:
     modes = ["receive", "iterate", "receive"]
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
-    with _Children() as children, Publisher(topic) as pub:
+    with Children() as children, Publisher(topic) as pub:
         procs = []
         for mode in modes:
             attached = ctx.Event()
@@ -819,7 +764,7 @@ def test_close_wakes_blocked_subscriber_processes(topic: str) -> None:
             pub.publish(_payload(i))
         closing = time.monotonic()
         pub.close()
-        outcomes = [_get(results, 10, "a subscriber") for _ in modes]
+        outcomes = [get_result(results, 10, "a subscriber") for _ in modes]
         for proc in procs:
             children.join(proc, 10)
     latencies = []
@@ -832,7 +777,7 @@ def test_close_wakes_blocked_subscriber_processes(topic: str) -> None:
     print(f"\nclose -> end of stream (processes): {[f'{t * 1e3:.2f} ms' for t in latencies]}")
     assert max(latencies) < DETECT_BOUND, latencies
     for outcome in outcomes:
-        _check_drained(outcome[2], k)
+        check_drained(outcome[2], k)
 
 
 def test_messages_left_at_close_are_drained_first(topic: str) -> None:
@@ -875,7 +820,7 @@ def test_publisher_sigkill_ends_blocked_subscriber_process(topic: str) -> None:
     ready, go, published, attached = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Event()
     results = ctx.Queue()
     try:
-        with _Children() as children:
+        with Children() as children:
             publisher = children.start(ctx, _doomed_publisher, topic, k, ready, go, published)
             assert ready.wait(30), "the publisher never started"
             subscriber = children.start(ctx, _drain_until_gone, topic, "receive", k, attached, results)
@@ -890,7 +835,7 @@ def test_publisher_sigkill_ends_blocked_subscriber_process(topic: str) -> None:
             time.sleep(0.02)
             killed = time.monotonic()
             os.kill(publisher.pid, signal.SIGKILL)
-            _, noticed, got, reason, end_reason, lost = _get(results, 10, "the subscriber")
+            _, noticed, got, reason, end_reason, lost = get_result(results, 10, "the subscriber")
             children.join(subscriber, 10)
             children.join(publisher, 10, exitcode=-signal.SIGKILL)
             # A crashed publisher removes nothing: its segments are still there.
@@ -910,7 +855,7 @@ def test_publisher_sigkill_ends_blocked_subscriber_in_process(topic: str) -> Non
     ready, go, published = ctx.Event(), ctx.Event(), ctx.Event()
     killed: list[float] = []
     try:
-        with _Children() as children:
+        with Children() as children:
             publisher = children.start(ctx, _doomed_publisher, topic, k, ready, go, published)
             assert ready.wait(30), "the publisher never started"
             with Subscriber(topic) as sub:
@@ -953,7 +898,7 @@ def test_subscriber_attaching_after_publisher_crash(topic: str) -> None:
     ctx = multiprocessing.get_context("spawn")
     ready, go, published = ctx.Event(), ctx.Event(), ctx.Event()
     try:
-        with _Children() as children:
+        with Children() as children:
             publisher = children.start(ctx, _doomed_publisher, topic, k, ready, go, published)
             assert ready.wait(30), "the publisher never started"
             go.set()
@@ -979,7 +924,7 @@ def test_subscriber_attaching_after_publisher_crash(topic: str) -> None:
 def test_subscriber_killed_while_asleep_costs_one_failed_send(topic: str) -> None:
     ctx = multiprocessing.get_context("spawn")
     attached = ctx.Event()
-    with _Children() as children, Publisher(topic) as pub, Subscriber(topic) as live:
+    with Children() as children, Publisher(topic) as pub, Subscriber(topic) as live:
         child = children.start(ctx, _sleep_forever, topic, attached)
         assert attached.wait(30), "the subscriber never attached"
         entry = _wait_for(
@@ -1011,7 +956,7 @@ def test_subscriber_killed_while_asleep_costs_one_failed_send(topic: str) -> Non
 def test_subscriber_killed_while_awake_leaves_nothing_after_close(topic: str) -> None:
     ctx = multiprocessing.get_context("spawn")
     attached = ctx.Event()
-    with _Children() as children:
+    with Children() as children:
         with Publisher(topic) as pub:
             child = children.start(ctx, _poll_forever, topic, attached)
             assert attached.wait(30), "the subscriber never attached"
@@ -1066,7 +1011,7 @@ def test_max_subscribers_refuses_then_frees(topic: str) -> None:
 
 def test_max_subscribers_reclaims_dead_entries(topic: str) -> None:
     ctx = multiprocessing.get_context("spawn")
-    with _Children() as children, Publisher(topic, max_subscribers=2) as pub:
+    with Children() as children, Publisher(topic, max_subscribers=2) as pub:
         dead = []
         for _ in range(2):
             attached = ctx.Event()
@@ -1098,7 +1043,7 @@ def test_max_subscribers_reclaims_killed_but_unreaped_subscriber(topic: str) -> 
     """A subscriber killed but not yet reaped by its parent (a zombie) is dead: its entry is
     reclaimed for a newcomer (regression: zombies used to count as alive)."""
     ctx = multiprocessing.get_context("spawn")
-    with _Children() as children, Publisher(topic, max_subscribers=1) as pub:
+    with Children() as children, Publisher(topic, max_subscribers=1) as pub:
         attached = ctx.Event()
         proc = children.start(ctx, _attach_and_idle, topic, attached)
         assert attached.wait(30), "the subscriber never attached"
@@ -1229,3 +1174,31 @@ def test_subscribers_shows_asleep_while_blocked(topic: str) -> None:
         [info] = pub.subscribers
         assert not info.asleep and info.read_pos == 1
         assert pub.wakeups_sent == 1
+
+
+def test_fork_child_leaves_the_parents_subscriber_alone(topic: str) -> None:
+    """A fork child's copy of a subscriber is closed at once; the child exiting normally (which
+    would collect it) must not free the parent's entry or remove the parent's socket."""
+    with Publisher(topic) as pub, Subscriber(topic, spin_us=0) as sub:
+        entry = pub.subscribers[0]
+        path = os.path.join(wakeup.socket_dir(), socket_name(entry.token))
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit status only
+            status = 10
+            try:
+                try:
+                    sub.try_receive()
+                except sps.ClosedError:
+                    sub.close()
+                    status = 0
+                else:
+                    status = 11
+            finally:
+                os._exit(status)
+        _, wait_status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(wait_status) == 0
+        assert os.path.exists(path)
+        assert [e.token for e in pub.subscribers] == [entry.token]
+        threading.Timer(0.05, pub.publish, args=(b"still woken",)).start()
+        assert sub.receive(timeout=5).data == b"still woken"
+        assert pub.wakeups_sent >= 1

@@ -7,11 +7,11 @@ import logging
 import os
 import secrets
 import time
-import warnings
 import weakref
 from types import TracebackType
 
 from . import _core, _proc, wakeup
+from ._handle import Handle
 from .errors import ClosedError, InvalidArgument, InvalidSegment, MessageTooLarge, TopicExists, TopicNotFound
 from .names import CONTROL_SUFFIX, validate_topic
 from .segment import Segment
@@ -26,7 +26,7 @@ _CLAIM_ATTEMPTS = 50
 _live: weakref.WeakSet[Publisher] = weakref.WeakSet()
 
 
-class Publisher:
+class Publisher(Handle):
     """The single writer of a topic.
 
     ``Publisher(topic, slots=1024, slot_size=4096, max_subscribers=64, mode=0o600)`` creates
@@ -48,7 +48,6 @@ class Publisher:
         max_subscribers: int = 64,
         mode: int = 0o600,
     ) -> None:
-        self._closed = True  # until fully built, so __del__ of a half-built object does nothing
         self.topic = validate_topic(topic)
         if not isinstance(mode, int) or not 0 <= mode <= 0o777:
             raise InvalidArgument(f"mode must be a permission mask such as 0o600, not {mode!r}")
@@ -152,10 +151,6 @@ class Publisher:
             raise ClosedError(f"topic {self.topic!r}: the publisher is closed")
         return self._control.entries()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def close(self) -> None:
         """Marks the topic closed, wakes every sleeping subscriber, then unmaps and removes the
         segments. Subscribers drain what is left and then see the end of the stream. Idempotent.
@@ -196,19 +191,6 @@ class Publisher:
         # parent dies (it shares the parent's open file description): drop its copies.
         self._writer.forked()
         self.close()
-
-    def __enter__(self) -> Publisher:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=2)
-            self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"published={self.published}"

@@ -7,11 +7,11 @@ import math
 import os
 import select
 import time
-import warnings
+import weakref
 from collections.abc import Iterator
-from types import TracebackType
 
 from . import _core, _proc, wakeup
+from ._handle import Handle
 from .errors import (
     InvalidArgument,
     InvalidSegment,
@@ -37,7 +37,20 @@ _SPIN_SLICE = 0.01
 _PASSIVE_POLL_MAX = 0.001
 
 
-class Subscriber:
+_live: weakref.WeakSet[Subscriber] = weakref.WeakSet()
+
+
+def _close_inherited_subscribers() -> None:
+    # A fork child's copy shares the parent's socket and control entry: it must not read on
+    # the parent's behalf nor, on close, free what the parent still uses.
+    for sub in list(_live):
+        sub.close()
+
+
+os.register_at_fork(after_in_child=_close_inherited_subscribers)
+
+
+class Subscriber(Handle):
     """A reader of a topic. It maps the ring read-only: nothing it does can corrupt it.
 
     ``start`` picks the first message: ``"next"`` (published after attaching), ``"latest"``
@@ -56,7 +69,6 @@ class Subscriber:
     def __init__(
         self, topic: str, *, start: str = "next", lapped: str = "oldest", spin_us: float = 50.0
     ) -> None:
-        self._closed = True  # until fully built
         self.topic = validate_topic(topic)
         if start not in _core.START_MODES:
             raise InvalidArgument(f"start must be one of {sorted(_core.START_MODES)}, not {start!r}")
@@ -73,6 +85,7 @@ class Subscriber:
         self._wake: wakeup.WakeSocket | None = None
         self._pidfd: int | None = None
         self._epoll: select.epoll | None = None
+        self._pid = os.getpid()
         self._segment = Segment.open(self.topic, writable=False)
         try:
             self._base, self.header = _attach(self._segment)
@@ -89,6 +102,7 @@ class Subscriber:
             self._release()
             raise
         self._closed = False
+        _live.add(self)
 
     def _register(self) -> None:
         """Claims a control entry and binds the wake-up socket. Without write access to the
@@ -341,23 +355,23 @@ class Subscriber:
         """Changes each time the topic is re-created."""
         return self.header.epoch
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def close(self) -> None:
         """Leaves the topic: frees the control entry, removes the wake-up socket and unmaps
-        (the segments stay the publisher's to remove). Idempotent."""
+        (the segments stay the publisher's to remove). Idempotent.
+
+        In a process that inherited this subscriber through fork(), only releases that
+        process's copies: the entry and the socket stay with the process that attached."""
         if self._closed:
             return
         self._closed = True
+        _live.discard(self)
         self._release()
 
     def _release(self) -> None:
         if hasattr(self, "_reader"):
             self._reader.close()
         if self._wake is not None:
-            self._wake.close()
+            self._wake.close(owner=os.getpid() == self._pid)
         if self._epoll is not None:
             self._epoll.close()
         if self._pidfd is not None:
@@ -368,19 +382,6 @@ class Subscriber:
         if self._control_segment is not None:
             self._control_segment.close()
         self._segment.close()
-
-    def __enter__(self) -> Subscriber:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=2)
-            self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"next_seq={self.next_seq} lost={self.lost}"

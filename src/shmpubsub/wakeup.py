@@ -167,9 +167,14 @@ class WakeSocket:
         with contextlib.suppress(BlockingIOError):
             self.sock.sendto(_WAKE, self.path)
 
-    def close(self) -> None:
-        self._control.release(self.index, self.token)
-        self._unbind()
+    def close(self, owner: bool = True) -> None:
+        """Closes the socket; its *owner* also frees the entry and removes the socket file
+        (a fork child that inherited them must leave both to its parent)."""
+        if owner:
+            self._control.release(self.index, self.token)
+            self._unbind()
+        else:
+            self.sock.close()
 
     def _unbind(self) -> None:
         self.sock.close()
