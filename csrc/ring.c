@@ -321,6 +321,52 @@ int64_t sps_read_latest(struct sps_reader *r, char *dst, uint64_t cap, uint64_t 
     return SPS_BUSY;
 }
 
+int64_t sps_view_begin(struct sps_reader *r, uint64_t *offset)
+{
+    *offset = 0;
+    r->view_seq = 0;
+    if (r->closed)
+        return SPS_CLOSED;
+    for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+        uint64_t n = r->next;
+        struct sps_slot *slot = sps_slot_of(&r->ring, n);
+        uint64_t s1 = atomic_load_explicit(&slot->seq, memory_order_acquire);
+        if (s1 < 2 * n + 2)
+            return SPS_EMPTY;
+        if (s1 == 2 * n + 2) {
+            uint64_t len = atomic_load_explicit(&slot->length, memory_order_relaxed);
+            if (len > r->ring.slot_capacity)
+                len = r->ring.slot_capacity; /* a torn length: sps_view_end will say so */
+            r->view_seq = s1;
+            r->last_len = len;
+            *offset = (uint64_t)(slot->payload - r->ring.base);
+            return (int64_t)len;
+        }
+        resync(r, s1);
+    }
+    return SPS_BUSY;
+}
+
+int sps_view_end(struct sps_reader *r)
+{
+    uint64_t seen = r->view_seq;
+    r->view_seq = 0;
+    if (seen == 0 || r->closed)
+        return SPS_CLOSED;
+    struct sps_slot *slot = sps_slot_of(&r->ring, r->next);
+    atomic_thread_fence(memory_order_acquire); /* the caller's reads of the payload come first */
+    uint64_t now = atomic_load_explicit(&slot->seq, memory_order_relaxed);
+    if (now != seen) {
+        resync(r, now);
+        return SPS_OVERWRITTEN;
+    }
+    r->last_seq = r->next;
+    r->next += 1;
+    if (r->entry != NULL)
+        report_progress(r);
+    return SPS_OK;
+}
+
 void sps_reader_close(struct sps_reader *r)
 {
     r->closed = 1;

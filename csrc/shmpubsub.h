@@ -62,6 +62,7 @@ enum sps_status {
     SPS_BUSY = -8,            /* no consistent read within the retry budget (writer too fast) */
     SPS_WAKE = -9,            /* published, and some subscriber sleeps: send wake-ups */
     SPS_FULL = -10,           /* every control entry is taken */
+    SPS_OVERWRITTEN = -11,    /* a zero-copy view's message was overwritten while in use */
     /* header validation */
     SPS_E_SIZE = -20,         /* mapping smaller than a header */
     SPS_E_UNINITIALISED = -21,/* magic not written yet: creator still starting, or died */
@@ -103,6 +104,7 @@ struct sps_reader {
     int resync;               /* enum sps_resync */
     int validate;             /* 1; 0 only in the test that proves the checker catches torn reads */
     int closed;
+    uint64_t view_seq;        /* sequence word seen by sps_view_begin (0: no view open) */
     int armed;                /* our sleepers bit may be set */
     uint64_t sleeper_bit;     /* our bit in *sleepers */
     uint64_t *sleepers;       /* the word of the sleepers bitmap holding our bit (NULL: unbound) */
@@ -182,6 +184,13 @@ int sps_reader_init(struct sps_reader *r, const void *base, uint64_t size, int s
 int64_t sps_read(struct sps_reader *r, char *dst, uint64_t cap);
 /* Copies the newest complete message without moving the stream; *seq gets its number. */
 int64_t sps_read_latest(struct sps_reader *r, char *dst, uint64_t cap, uint64_t *seq);
+/* Zero-copy read of the next message: its length (and *offset of its payload in the
+ * mapping), SPS_EMPTY, SPS_BUSY or SPS_CLOSED; lapping is absorbed as in sps_read. The
+ * caller reads the payload in place, then calls sps_view_end: SPS_OK if nothing was
+ * overwritten meanwhile (the message is consumed), SPS_OVERWRITTEN if it was (what was
+ * read must be discarded; the reader has resynchronised and counted the loss). */
+int64_t sps_view_begin(struct sps_reader *r, uint64_t *offset);
+int sps_view_end(struct sps_reader *r);
 void sps_reader_close(struct sps_reader *r);
 
 /* Sleep and wake (the data-plane side of wake-ups; sockets are Python's).

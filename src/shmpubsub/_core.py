@@ -480,6 +480,31 @@ class Reader:
                 return None
             raise self._refusal(n)
 
+    def view_begin(self) -> tuple[int, int] | None:
+        """Locates the next message for a zero-copy read: (offset in the mapping, length), or
+        None if there is none yet. Must be followed by :meth:`view_end`."""
+        offset = ffi.new("uint64_t *")
+        deadline = 0.0
+        while True:
+            n: int = lib.sps_view_begin(self._r, offset)
+            if n >= 0:
+                return int(offset[0]), n
+            if n == _BUSY:
+                deadline = deadline or _busy_deadline()
+                if time.monotonic() < deadline:
+                    continue
+            if n in (_EMPTY, _BUSY):
+                return None
+            raise self._refusal(n)
+
+    def view_end(self) -> bool:
+        """True if the viewed message was intact throughout (it is then consumed); False if it
+        was overwritten meanwhile (the reader has resynchronised and counted the loss)."""
+        rc = lib.sps_view_end(self._r)
+        if rc == lib.SPS_CLOSED:
+            raise self._refusal(rc)
+        return bool(rc == lib.SPS_OK)
+
     def close(self) -> None:
         lib.sps_reader_close(self._r)
 
