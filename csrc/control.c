@@ -8,6 +8,7 @@
  * for the forger, never a wild memory access or a lost message.
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#include <sched.h>
 #include <string.h>
 #include <time.h>
 
@@ -21,6 +22,13 @@
 #else
 #define cpu_relax() ((void)0)
 #endif
+
+void sps_shut(int *closed, int *busy)
+{
+    atomic_store_explicit((_Atomic int *)(void *)closed, 1, memory_order_seq_cst);
+    while (atomic_load_explicit((_Atomic int *)(void *)busy, memory_order_seq_cst) != 0)
+        sched_yield();
+}
 
 static struct sps_control_header *control_header(const struct sps_control *c)
 {
@@ -107,23 +115,34 @@ int sps_control_open(struct sps_control *c, void *base, uint64_t size, struct sp
     return SPS_OK;
 }
 
-int sps_control_claim(const struct sps_control *c, uint64_t token, int64_t pid, uint64_t start_time)
+/* A claim goes through CLAIMING, so that whoever sees an entry's real token also sees
+ * its owner's pid (never the previous, dead owner's): reapers judge entries by pid.
+ * Real tokens are odd; 0 is free. */
+#define CLAIMING UINT64_C(2)
+
+int sps_control_claim(struct sps_control *c, uint64_t token, int64_t pid, uint64_t start_time)
 {
-    if (token == 0)
+    if ((token & 1) == 0)
         return SPS_E_GEOMETRY;
+    if (!sps_enter(&c->busy, &c->closed))
+        return SPS_CLOSED;
+    int found = SPS_FULL;
     for (uint32_t i = 0; i < c->max_subscribers; i++) {
         struct sps_entry *e = entry_at(c, i);
         uint64_t expected = 0;
-        if (atomic_compare_exchange_strong_explicit(&e->token, &expected, token, memory_order_acq_rel,
+        if (atomic_compare_exchange_strong_explicit(&e->token, &expected, CLAIMING, memory_order_acq_rel,
                                                     memory_order_relaxed)) {
             atomic_store_explicit(&e->pid, pid, memory_order_relaxed);
             atomic_store_explicit(&e->start_time, start_time, memory_order_relaxed);
             atomic_store_explicit(&e->read_pos, 0, memory_order_relaxed);
-            atomic_store_explicit(&e->lost, 0, memory_order_release);
-            return (int)i;
+            atomic_store_explicit(&e->lost, 0, memory_order_relaxed);
+            atomic_store_explicit(&e->token, token, memory_order_release);
+            found = (int)i;
+            break;
         }
     }
-    return SPS_FULL;
+    sps_leave(&c->busy);
+    return found;
 }
 
 static int bit_set(const struct sps_control *c, uint32_t index)
@@ -132,33 +151,56 @@ static int bit_set(const struct sps_control *c, uint32_t index)
     return (word >> (index % 64)) & 1;
 }
 
-int sps_control_entry(const struct sps_control *c, uint32_t index, struct sps_entry_info *info)
+int sps_control_entry(struct sps_control *c, uint32_t index, struct sps_entry_info *info)
 {
     memset(info, 0, sizeof *info);
     if (index >= c->max_subscribers)
         return SPS_E_GEOMETRY;
+    if (!sps_enter(&c->busy, &c->closed))
+        return SPS_CLOSED;
     const struct sps_entry *e = entry_at(c, index);
     info->token = atomic_load_explicit(&e->token, memory_order_acquire);
-    if (info->token == 0)
+    if ((info->token & 1) == 0) { /* free, or being claimed */
+        info->token = 0;
+        sps_leave(&c->busy);
         return SPS_EMPTY;
+    }
     info->pid = atomic_load_explicit(&e->pid, memory_order_relaxed);
     info->start_time = atomic_load_explicit(&e->start_time, memory_order_relaxed);
     info->read_pos = atomic_load_explicit(&e->read_pos, memory_order_relaxed);
     info->lost = atomic_load_explicit(&e->lost, memory_order_relaxed);
     info->asleep = bit_set(c, index);
+    sps_leave(&c->busy);
     return SPS_OK;
 }
 
-int sps_control_release(const struct sps_control *c, uint32_t index, uint64_t token)
+int sps_control_release(struct sps_control *c, uint32_t index, uint64_t token, int owner)
 {
-    if (index >= c->max_subscribers || token == 0)
+    if (index >= c->max_subscribers || (token & 1) == 0)
         return 0;
-    /* Clear the sleepers bit first: once the token is 0 the entry may be reused. */
-    atomic_fetch_and_explicit(&control_header(c)->sleepers[index / 64], ~(UINT64_C(1) << (index % 64)),
-                              memory_order_seq_cst);
-    uint64_t expected = token;
-    return atomic_compare_exchange_strong_explicit(&entry_at(c, index)->token, &expected, 0,
-                                                   memory_order_acq_rel, memory_order_relaxed);
+    if (!sps_enter(&c->busy, &c->closed))
+        return 0;
+    struct sps_entry *e = entry_at(c, index);
+    int freed = 0;
+    if (atomic_load_explicit(&e->token, memory_order_acquire) == token) {
+        /* The owner withdraws its sleep request before the entry can be reused. Anyone
+         * else leaves the bit: a stale bit costs one empty collect, while clearing it
+         * could cancel a new owner's request (a lost wake-up). */
+        if (owner)
+            atomic_fetch_and_explicit(&control_header(c)->sleepers[index / 64],
+                                      ~(UINT64_C(1) << (index % 64)), memory_order_seq_cst);
+        atomic_store_explicit(&e->pid, 0, memory_order_relaxed);
+        uint64_t expected = token;
+        freed = atomic_compare_exchange_strong_explicit(&e->token, &expected, 0, memory_order_acq_rel,
+                                                        memory_order_relaxed);
+    }
+    sps_leave(&c->busy);
+    return freed;
+}
+
+void sps_control_close(struct sps_control *c)
+{
+    sps_shut(&c->closed, &c->busy);
 }
 
 /* ---- the sleep/wake protocol ---- */
@@ -171,6 +213,11 @@ void sps_reader_bind(struct sps_reader *r, const struct sps_control *c, uint32_t
     r->sleeper_bit = UINT64_C(1) << (index % 64);
     r->entry = (unsigned char *)entry_at(c, index);
     r->armed = 0;
+    /* Report the starting position now, not at the first read: a subscriber that attached
+     * with start="next" has no lag yet. */
+    struct sps_entry *e = entry_at(c, index);
+    atomic_store_explicit(&e->read_pos, r->next, memory_order_relaxed);
+    atomic_store_explicit(&e->lost, r->lost, memory_order_relaxed);
 }
 
 static _Atomic uint64_t *sleepers_word(const struct sps_reader *r)
@@ -188,20 +235,25 @@ static int wake_condition(const struct sps_reader *r)
 
 int sps_arm(struct sps_reader *r)
 {
-    if (r->closed)
+    if (!sps_enter(&r->busy, &r->closed))
         return 1;
     if (r->sleepers != NULL) {
         atomic_fetch_or_explicit(sleepers_word(r), r->sleeper_bit, memory_order_seq_cst);
         r->armed = 1;
     }
-    return wake_condition(r);
+    int wake = wake_condition(r);
+    sps_leave(&r->busy);
+    return wake;
 }
 
 void sps_disarm(struct sps_reader *r)
 {
+    if (!sps_enter(&r->busy, &r->closed))
+        return;
     if (r->armed && r->sleepers != NULL)
         atomic_fetch_and_explicit(sleepers_word(r), ~r->sleeper_bit, memory_order_relaxed);
     r->armed = 0;
+    sps_leave(&r->busy);
 }
 
 static uint64_t monotonic_ns(void)
@@ -211,21 +263,29 @@ static uint64_t monotonic_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-int sps_spin(struct sps_reader *r, uint64_t ns)
+static int spin(struct sps_reader *r, uint64_t ns)
 {
-    if (r->closed)
-        return 2;
     const struct sps_shared_header *h = sps_header(&r->ring);
+    const _Atomic int *closing = (const _Atomic int *)(const void *)&r->closed;
     uint64_t deadline = monotonic_ns() + ns;
     for (uint32_t i = 0;; i++) {
         if (atomic_load_explicit(&h->progress.write_seq, memory_order_acquire) > r->next)
             return 1;
         if (atomic_load_explicit(&h->progress.closed, memory_order_acquire))
             return 2;
-        if ((i & 63) == 63 && monotonic_ns() >= deadline)
+        if ((i & 63) == 63 && (monotonic_ns() >= deadline || atomic_load_explicit(closing, memory_order_relaxed)))
             return 0;
         cpu_relax();
     }
+}
+
+int sps_spin(struct sps_reader *r, uint64_t ns)
+{
+    if (!sps_enter(&r->busy, &r->closed))
+        return 2;
+    int rc = spin(r, ns);
+    sps_leave(&r->busy);
+    return rc;
 }
 
 void sps_writer_bind(struct sps_writer *w, const struct sps_control *c)
@@ -234,8 +294,10 @@ void sps_writer_bind(struct sps_writer *w, const struct sps_control *c)
     w->sleeper_words = c->sleeper_words;
 }
 
-uint32_t sps_collect_sleepers(const struct sps_control *c, uint32_t *out, uint32_t max)
+uint32_t sps_collect_sleepers(struct sps_control *c, uint32_t *out, uint32_t max)
 {
+    if (!sps_enter(&c->busy, &c->closed))
+        return 0;
     uint32_t found = 0;
     for (uint32_t w = 0; w < c->sleeper_words; w++) {
         _Atomic uint64_t *word = &control_header(c)->sleepers[w];
@@ -249,5 +311,6 @@ uint32_t sps_collect_sleepers(const struct sps_control *c, uint32_t *out, uint32
                 out[found++] = index;
         }
     }
+    sps_leave(&c->busy);
     return found;
 }

@@ -115,7 +115,35 @@ _Static_assert(sizeof(struct sps_control_header) <= SPS_CONTROL_HEADER_SIZE, "co
 _Static_assert(sizeof(struct sps_entry) <= SPS_ENTRY_SIZE, "control entry overflows");
 _Static_assert(SPS_MAX_SUBSCRIBERS % 64 == 0, "sleepers bitmap holds whole words");
 
+/* ---- calls in flight on a process-local handle ----
+ * cffi releases the GIL around every call, so one thread may close a handle while another
+ * is inside a call that reads the mapping. A call counts itself in `busy` and then checks
+ * `closed`; close sets `closed` and then waits for `busy` to drain. Both seq_cst: one of
+ * the two always sees the other, so no call ever touches an unmapped segment. Every call
+ * is bounded in time, so the wait is too. */
+_Static_assert(sizeof(_Atomic int) == sizeof(int), "guard words are plain ints in the cdef");
+
+static inline int sps_enter(int *busy, int *closed)
+{
+    atomic_fetch_add_explicit((_Atomic int *)(void *)busy, 1, memory_order_seq_cst);
+    if (atomic_load_explicit((_Atomic int *)(void *)closed, memory_order_seq_cst)) {
+        atomic_fetch_sub_explicit((_Atomic int *)(void *)busy, 1, memory_order_release);
+        return 0;
+    }
+    return 1;
+}
+
+static inline void sps_leave(int *busy)
+{
+    atomic_fetch_sub_explicit((_Atomic int *)(void *)busy, 1, memory_order_release);
+}
+
+/* Refuses new calls, then waits for the ones in flight. */
+void sps_shut(int *closed, int *busy);
+
 /* Fills a ring view from a validated header. */
 int sps_ring_init(struct sps_ring *ring, const void *base, uint64_t size);
+uint64_t sps_write_seq(const struct sps_ring *ring);
+int sps_topic_closed(const struct sps_ring *ring);
 
 #endif

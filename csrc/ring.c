@@ -76,6 +76,7 @@ int sps_writer_init(struct sps_writer *w, void *base, uint64_t size)
     int rc = sps_ring_init(&w->ring, base, size);
     if (rc != SPS_OK) {
         w->state = WRITER_CLOSED;
+        w->closed = 1;
         return rc;
     }
     w->next = sps_write_seq(&w->ring);
@@ -85,6 +86,8 @@ int sps_writer_init(struct sps_writer *w, void *base, uint64_t size)
 
 static int writer_refusal(const struct sps_writer *w)
 {
+    if (w->state == WRITER_READY && w->closed)
+        return SPS_CLOSED; /* a close in another thread got there first */
     switch (w->state) {
     case WRITER_LOANED: return SPS_LOAN_ACTIVE;
     case WRITER_FORKED: return SPS_FORKED;
@@ -125,7 +128,7 @@ static int64_t end_write(struct sps_writer *w, struct sps_slot *slot, uint64_t n
     return sleepers_present(w) ? SPS_WAKE : (int64_t)n;
 }
 
-int64_t sps_publish(struct sps_writer *w, const char *data, uint64_t len)
+static int64_t publish(struct sps_writer *w, const char *data, uint64_t len)
 {
     if (w->state != WRITER_READY)
         return writer_refusal(w);
@@ -137,9 +140,8 @@ int64_t sps_publish(struct sps_writer *w, const char *data, uint64_t len)
     return end_write(w, slot, n, len);
 }
 
-int sps_loan(struct sps_writer *w, uint64_t len, uint64_t *offset)
+static int loan(struct sps_writer *w, uint64_t len, uint64_t *offset)
 {
-    *offset = 0;
     if (w->state != WRITER_READY)
         return writer_refusal(w);
     if (len > w->ring.slot_capacity)
@@ -151,7 +153,7 @@ int sps_loan(struct sps_writer *w, uint64_t len, uint64_t *offset)
     return SPS_OK;
 }
 
-int64_t sps_commit(struct sps_writer *w)
+static int64_t commit(struct sps_writer *w)
 {
     if (w->state != WRITER_LOANED)
         return w->state == WRITER_READY ? SPS_NO_LOAN : writer_refusal(w);
@@ -163,7 +165,7 @@ int64_t sps_commit(struct sps_writer *w)
  * overwritten, so it must never look complete again. Readers waiting for
  * message n keep waiting; readers that wanted the old message count it lost.
  * The next publish reuses number n. */
-int sps_abort(struct sps_writer *w)
+static int abort_loan(struct sps_writer *w)
 {
     if (w->state != WRITER_LOANED)
         return w->state == WRITER_READY ? SPS_NO_LOAN : writer_refusal(w);
@@ -171,22 +173,63 @@ int sps_abort(struct sps_writer *w)
     return SPS_OK;
 }
 
+/* ---- the writer's public calls: each counted in flight (see sps_enter) ---- */
+
+int64_t sps_publish(struct sps_writer *w, const char *data, uint64_t len)
+{
+    if (!sps_enter(&w->busy, &w->closed))
+        return writer_refusal(w);
+    int64_t rc = publish(w, data, len);
+    sps_leave(&w->busy);
+    return rc;
+}
+
+int sps_loan(struct sps_writer *w, uint64_t len, uint64_t *offset)
+{
+    *offset = 0;
+    if (!sps_enter(&w->busy, &w->closed))
+        return writer_refusal(w);
+    int rc = loan(w, len, offset);
+    sps_leave(&w->busy);
+    return rc;
+}
+
+int64_t sps_commit(struct sps_writer *w)
+{
+    if (!sps_enter(&w->busy, &w->closed))
+        return writer_refusal(w);
+    int64_t rc = commit(w);
+    sps_leave(&w->busy);
+    return rc;
+}
+
+int sps_abort(struct sps_writer *w)
+{
+    if (!sps_enter(&w->busy, &w->closed))
+        return writer_refusal(w);
+    int rc = abort_loan(w);
+    sps_leave(&w->busy);
+    return rc;
+}
+
 /* Returns SPS_WAKE if sleepers must be told (the same pairing as end_write). */
 int sps_writer_close(struct sps_writer *w)
 {
-    int wake = 0;
-    if (w->state == WRITER_READY || w->state == WRITER_LOANED) {
-        atomic_store_explicit(&sps_header(&w->ring)->progress.closed, 1, memory_order_seq_cst);
-        wake = sleepers_present(w);
-    }
+    if (atomic_load_explicit((_Atomic int *)(void *)&w->closed, memory_order_seq_cst))
+        return SPS_OK; /* already closed, or forked */
+    sps_shut(&w->closed, &w->busy);
+    atomic_store_explicit(&sps_header(&w->ring)->progress.closed, 1, memory_order_seq_cst);
+    int wake = sleepers_present(w);
     w->state = WRITER_CLOSED;
     return wake ? SPS_WAKE : SPS_OK;
 }
 
 void sps_writer_forked(struct sps_writer *w)
 {
+    /* Called in a fork child, which has a single thread: nothing is in flight. */
     if (w->state != WRITER_CLOSED)
         w->state = WRITER_FORKED;
+    w->closed = 1;
 }
 
 /* ---- reader ---- */
@@ -252,10 +295,8 @@ static void resync(struct sps_reader *r, uint64_t seen)
     r->next = target;
 }
 
-int64_t sps_read(struct sps_reader *r, char *dst, uint64_t cap)
+static int64_t read_next(struct sps_reader *r, char *dst, uint64_t cap)
 {
-    if (r->closed)
-        return SPS_CLOSED;
     for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
         uint64_t n = r->next;
         uint64_t want = 2 * n + 2;
@@ -289,10 +330,8 @@ int64_t sps_read(struct sps_reader *r, char *dst, uint64_t cap)
     return SPS_BUSY;
 }
 
-int64_t sps_read_latest(struct sps_reader *r, char *dst, uint64_t cap, uint64_t *seq)
+static int64_t read_latest(struct sps_reader *r, char *dst, uint64_t cap, uint64_t *seq)
 {
-    if (r->closed)
-        return SPS_CLOSED;
     for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
         uint64_t written = sps_write_seq(&r->ring);
         if (written == 0)
@@ -321,12 +360,8 @@ int64_t sps_read_latest(struct sps_reader *r, char *dst, uint64_t cap, uint64_t 
     return SPS_BUSY;
 }
 
-int64_t sps_view_begin(struct sps_reader *r, uint64_t *offset)
+static int64_t view_begin(struct sps_reader *r, uint64_t *offset)
 {
-    *offset = 0;
-    r->view_seq = 0;
-    if (r->closed)
-        return SPS_CLOSED;
     for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
         uint64_t n = r->next;
         struct sps_slot *slot = sps_slot_of(&r->ring, n);
@@ -347,11 +382,11 @@ int64_t sps_view_begin(struct sps_reader *r, uint64_t *offset)
     return SPS_BUSY;
 }
 
-int sps_view_end(struct sps_reader *r)
+static int view_end(struct sps_reader *r)
 {
     uint64_t seen = r->view_seq;
     r->view_seq = 0;
-    if (seen == 0 || r->closed)
+    if (seen == 0)
         return SPS_CLOSED;
     struct sps_slot *slot = sps_slot_of(&r->ring, r->next);
     atomic_thread_fence(memory_order_acquire); /* the caller's reads of the payload come first */
@@ -367,7 +402,65 @@ int sps_view_end(struct sps_reader *r)
     return SPS_OK;
 }
 
+/* ---- the reader's public calls: each counted in flight (see sps_enter) ---- */
+
+int64_t sps_read(struct sps_reader *r, char *dst, uint64_t cap)
+{
+    if (!sps_enter(&r->busy, &r->closed))
+        return SPS_CLOSED;
+    int64_t rc = read_next(r, dst, cap);
+    sps_leave(&r->busy);
+    return rc;
+}
+
+int64_t sps_read_latest(struct sps_reader *r, char *dst, uint64_t cap, uint64_t *seq)
+{
+    if (!sps_enter(&r->busy, &r->closed))
+        return SPS_CLOSED;
+    int64_t rc = read_latest(r, dst, cap, seq);
+    sps_leave(&r->busy);
+    return rc;
+}
+
+int64_t sps_view_begin(struct sps_reader *r, uint64_t *offset)
+{
+    *offset = 0;
+    r->view_seq = 0;
+    if (!sps_enter(&r->busy, &r->closed))
+        return SPS_CLOSED;
+    int64_t rc = view_begin(r, offset);
+    sps_leave(&r->busy);
+    return rc;
+}
+
+int sps_view_end(struct sps_reader *r)
+{
+    if (!sps_enter(&r->busy, &r->closed))
+        return SPS_CLOSED;
+    int rc = view_end(r);
+    sps_leave(&r->busy);
+    return rc;
+}
+
+int64_t sps_reader_write_seq(struct sps_reader *r)
+{
+    if (!sps_enter(&r->busy, &r->closed))
+        return SPS_CLOSED;
+    int64_t rc = (int64_t)sps_write_seq(&r->ring);
+    sps_leave(&r->busy);
+    return rc;
+}
+
+int sps_reader_topic_closed(struct sps_reader *r)
+{
+    if (!sps_enter(&r->busy, &r->closed))
+        return SPS_CLOSED;
+    int rc = sps_topic_closed(&r->ring);
+    sps_leave(&r->busy);
+    return rc;
+}
+
 void sps_reader_close(struct sps_reader *r)
 {
-    r->closed = 1;
+    sps_shut(&r->closed, &r->busy);
 }

@@ -91,6 +91,8 @@ struct sps_writer {
     uint64_t next;            /* number of the next message */
     uint64_t loan_len;
     int state;                /* private: ready, loaned, closed, forked */
+    int closed;               /* private: refuses calls (closed or forked) */
+    int busy;                 /* private: calls in flight (close waits for them) */
     uint32_t sleeper_words;   /* words in the control segment's sleepers bitmap (0: none bound) */
     uint64_t *sleepers;       /* that bitmap */
 };
@@ -104,6 +106,7 @@ struct sps_reader {
     int resync;               /* enum sps_resync */
     int validate;             /* 1; 0 only in the test that proves the checker catches torn reads */
     int closed;
+    int busy;                 /* private: calls in flight (close waits for them) */
     uint64_t view_seq;        /* sequence word seen by sps_view_begin (0: no view open) */
     int armed;                /* our sleepers bit may be set */
     uint64_t sleeper_bit;     /* our bit in *sleepers */
@@ -117,6 +120,8 @@ struct sps_control {
     uint64_t size;
     uint32_t max_subscribers;
     uint32_t sleeper_words;
+    int closed;               /* private */
+    int busy;                 /* private: calls in flight */
 };
 
 struct sps_control_info {
@@ -172,7 +177,8 @@ int64_t sps_publish(struct sps_writer *w, const char *data, uint64_t len);
 int sps_loan(struct sps_writer *w, uint64_t len, uint64_t *offset);
 int64_t sps_commit(struct sps_writer *w);
 int sps_abort(struct sps_writer *w);
-/* Marks the topic closed in shared memory; the handle refuses further use.
+/* Marks the topic closed in shared memory; the handle refuses further use. Waits for
+ * calls in flight in other threads, so the mapping may go once it returns.
  * Returns SPS_WAKE if sleeping subscribers must be told. */
 int sps_writer_close(struct sps_writer *w);
 /* Makes an inherited copy of a writer refuse to publish (called in a fork child). */
@@ -191,6 +197,8 @@ int64_t sps_read_latest(struct sps_reader *r, char *dst, uint64_t cap, uint64_t 
  * read must be discarded; the reader has resynchronised and counted the loss). */
 int64_t sps_view_begin(struct sps_reader *r, uint64_t *offset);
 int sps_view_end(struct sps_reader *r);
+/* Refuses further calls and waits for those in flight in other threads (all of them are
+ * bounded in time): once it returns, the mapping may go. */
 void sps_reader_close(struct sps_reader *r);
 
 /* Sleep and wake (the data-plane side of wake-ups; sockets are Python's).
@@ -207,7 +215,7 @@ int sps_spin(struct sps_reader *r, uint64_t ns);
 
 void sps_writer_bind(struct sps_writer *w, const struct sps_control *c);
 /* Clears the sleepers bitmap, writing the indices of the sleepers found to out. */
-uint32_t sps_collect_sleepers(const struct sps_control *c, uint32_t *out, uint32_t max);
+uint32_t sps_collect_sleepers(struct sps_control *c, uint32_t *out, uint32_t max);
 
 /* Control segment. Subscribers may write it, so everything in it is untrusted:
  * indices are bounds-checked, tokens only ever become numbers in a socket name. */
@@ -216,14 +224,20 @@ int sps_control_init(void *base, uint64_t size, uint32_t max_subscribers, uint64
                      const char *socket_dir);
 int sps_control_open(struct sps_control *c, void *base, uint64_t size, struct sps_control_info *info);
 /* Claims a free entry for token: its index, or SPS_FULL. */
-int sps_control_claim(const struct sps_control *c, uint64_t token, int64_t pid, uint64_t start_time);
+int sps_control_claim(struct sps_control *c, uint64_t token, int64_t pid, uint64_t start_time);
 /* Reads entry index: SPS_OK, SPS_EMPTY if free. */
-int sps_control_entry(const struct sps_control *c, uint32_t index, struct sps_entry_info *info);
-/* Frees entry index if it still belongs to token: 1 if freed. */
-int sps_control_release(const struct sps_control *c, uint32_t index, uint64_t token);
+int sps_control_entry(struct sps_control *c, uint32_t index, struct sps_entry_info *info);
+/* Frees entry index if it still belongs to token: 1 if freed. The owner's release
+ * also withdraws its sleep request; anyone else's (reclaiming a dead subscriber's
+ * entry) leaves the bitmap alone: the bit may already be a new owner's. */
+int sps_control_release(struct sps_control *c, uint32_t index, uint64_t token, int owner);
+/* Refuses further calls and waits for those in flight: then the mapping may go. */
+void sps_control_close(struct sps_control *c);
 
-uint64_t sps_write_seq(const struct sps_ring *ring);
-int sps_topic_closed(const struct sps_ring *ring);
+/* The publisher's progress, seen through a reader: write_seq, or SPS_CLOSED. */
+int64_t sps_reader_write_seq(struct sps_reader *r);
+/* 1 if the publisher closed the topic, 0 if not, SPS_CLOSED if the reader is closed. */
+int sps_reader_topic_closed(struct sps_reader *r);
 
 /* Whole-file open-file-description lock: the single-writer guard.
  * sps_lock_take: 0, or an errno (EAGAIN / EACCES while someone holds it).

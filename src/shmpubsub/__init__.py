@@ -14,8 +14,11 @@ from .errors import (
     InvalidSegment,
     InvalidType,
     LoanError,
+    MessageOverwritten,
     MessageTooLarge,
+    MissingDependency,
     NoSpace,
+    NotAnArray,
     PermissionDenied,
     PublisherGone,
     ReceiveTimeout,
@@ -29,7 +32,7 @@ from .message import Message
 from .names import PREFIX
 from .publisher import Loan, Publisher
 from .segment import Segment
-from .subscriber import Subscriber
+from .subscriber import Subscriber, View
 
 __version__ = "0.1.0"
 
@@ -42,8 +45,11 @@ __all__ = [
     "Loan",
     "LoanError",
     "Message",
+    "MessageOverwritten",
     "MessageTooLarge",
+    "MissingDependency",
     "NoSpace",
+    "NotAnArray",
     "PermissionDenied",
     "Publisher",
     "PublisherGone",
@@ -56,5 +62,6 @@ __all__ = [
     "TooManySubscribers",
     "TopicExists",
     "TopicNotFound",
+    "View",
     "__version__",
 ]

@@ -241,13 +241,20 @@ class Control:
         self._out = ffi.new("uint32_t[]", self.max_subscribers)
 
     def claim(self, token: int, pid: int, start_time: int) -> int | None:
-        """Takes a free entry for *token*: its index, or None if all are taken."""
+        """Takes a free entry for *token* (odd): its index, or None if all are taken."""
         index: int = lib.sps_control_claim(self._c, token, pid, start_time)
+        if index == lib.SPS_CLOSED:
+            raise ClosedError("the control segment is closed")
         return None if index == lib.SPS_FULL else index
 
-    def release(self, index: int, token: int) -> bool:
-        """Frees entry *index* if it still belongs to *token*."""
-        return bool(lib.sps_control_release(self._c, index, token))
+    def release(self, index: int, token: int, owner: bool) -> bool:
+        """Frees entry *index* if it still belongs to *token*; the *owner* also withdraws its
+        sleep request (a reclaimer must not: the bit may already be a new owner's)."""
+        return bool(lib.sps_control_release(self._c, index, token, int(owner)))
+
+    def close(self) -> None:
+        """Refuses further calls and waits for those in flight in other threads."""
+        lib.sps_control_close(self._c)
 
     def entry(self, index: int) -> SubscriberInfo | None:
         info = ffi.new("struct sps_entry_info *")
@@ -344,7 +351,8 @@ class Writer:
             raise self._refusal(rc, 0)
 
     def close(self) -> None:
-        """Marks the topic closed in shared memory, waking sleepers; further calls raise ClosedError."""
+        """Marks the topic closed in shared memory, waking sleepers; further calls raise
+        ClosedError. Waits for calls in flight in other threads."""
         if lib.sps_writer_close(self._w) == _WAKE and self._wake is not None:
             self._wake()
 
@@ -398,15 +406,17 @@ class Reader:
 
     @property
     def write_seq(self) -> int:
-        if self._r.closed:  # the mapping may be gone
-            raise self._refusal(lib.SPS_CLOSED)
-        return int(lib.sps_write_seq(ffi.addressof(self._r, "ring")))
+        seq: int = lib.sps_reader_write_seq(self._r)
+        if seq < 0:
+            raise self._refusal(seq)
+        return seq
 
     @property
     def topic_closed(self) -> bool:
-        if self._r.closed:
-            raise self._refusal(lib.SPS_CLOSED)
-        return bool(lib.sps_topic_closed(ffi.addressof(self._r, "ring")))
+        rc: int = lib.sps_reader_topic_closed(self._r)
+        if rc < 0:
+            raise self._refusal(rc)
+        return bool(rc)
 
     def bind(self, control: Control, index: int) -> None:
         """Ties this reader to its control entry (position reports, sleepers bit)."""
@@ -506,6 +516,8 @@ class Reader:
         return bool(rc == lib.SPS_OK)
 
     def close(self) -> None:
+        """Refuses further calls and waits for those in flight in other threads (each is
+        bounded in time): afterwards the mapping may be unmapped."""
         lib.sps_reader_close(self._r)
 
     def _refusal(self, code: int) -> ShmPubSubError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 def _stat(pid: int) -> tuple[bytes, int] | None:
     """(state, start time in clock ticks since boot) from ``/proc/PID/stat``, or None if gone."""
@@ -25,6 +27,26 @@ def start_time(pid: int) -> int | None:
 
 def is_alive(pid: int, started: int) -> bool:
     """True if process *pid* is the one that started at *started* and has not exited (a zombie,
-    dead but not yet reaped by its parent, counts as dead)."""
+    dead but not yet reaped by its parent, counts as dead). Without /proc (or with a start time
+    of 0: unknown), only whether some process has that pid: unknown is never taken for dead."""
     stat = _stat(pid)
-    return stat is not None and stat[1] == started and stat[0] not in (b"Z", b"X")
+    if stat is None:
+        return not _PROC_READABLE and _exists(pid)
+    if stat[0] in (b"Z", b"X"):
+        return False
+    return started == 0 or stat[1] == started
+
+
+def _exists(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, but not ours to signal
+    return True
+
+
+_PROC_READABLE = _stat(os.getpid()) is not None

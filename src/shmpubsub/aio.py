@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from . import subscriber as _sync
-from .errors import InvalidArgument, PublisherGone, ReceiveTimeout
+from .errors import PublisherGone, ReceiveTimeout
 from .message import Message
 from .publisher import Publisher as _SyncPublisher
 
@@ -47,7 +47,11 @@ class Subscriber:
 
     def __init__(self, topic: str, **options: Any) -> None:
         self._sub = _sync.Subscriber(topic, **options)
-        self._fd = self._sub.fileno()  # selectable mode: an empty try_receive arms a wake-up
+        try:
+            self._fd = self._sub.fileno()  # selectable mode: an empty try_receive arms a wake-up
+        except BaseException:
+            self._sub.close()  # a passive subscriber (no wake-ups) cannot wait in an event loop
+            raise
         self._waiters: set[asyncio.Future[None]] = set()
         self._watching: asyncio.AbstractEventLoop | None = None  # the loop watching our fd
 
@@ -55,8 +59,7 @@ class Subscriber:
         """The next message, waiting up to *timeout* seconds (None: for ever) without blocking
         the loop. Raises ReceiveTimeout, or PublisherGone once the publisher is gone and
         everything it published has been received. Cancellation is safe: no message is lost."""
-        if timeout is not None and not timeout >= 0:
-            raise InvalidArgument(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
+        timeout = _sync.check_timeout(timeout)
         loop = asyncio.get_running_loop()
         deadline = math.inf if timeout is None else loop.time() + timeout
         while True:
@@ -72,6 +75,8 @@ class Subscriber:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise ReceiveTimeout(f"no message on topic {self.topic!r} within {timeout} s")
+            if self._sub._pidfd is None:  # no pidfd: look at the publisher's lock now and then
+                remaining = min(remaining, _sync._LIVENESS_POLL)
             await self._readable(loop, None if math.isinf(remaining) else remaining)
 
     async def _readable(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:

@@ -44,7 +44,32 @@ class ClosedError(ShmPubSubError, ValueError):
 
 
 class LoanError(ShmPubSubError, RuntimeError):
-    """A loan is misused: publishing while one is open, or committing none."""
+    """A loan or a view is misused: publishing while a loan is open, committing none, or reading the
+    stream of a subscriber while one of its views is open."""
+
+
+class NotAnArray(ShmPubSubError, ValueError):
+    """A message read as a numpy array does not carry an array header (or carries a corrupt one)."""
+
+
+class MessageOverwritten(ShmPubSubError, RuntimeError):
+    """The publisher overwrote a message while it was being read in place (a zero-copy view).
+
+    Whatever was read from it must be discarded. The subscriber has already moved on (the
+    message counts in ``lost``); ``seq`` is the number of the message that was overwritten.
+    """
+
+    def __init__(self, topic: str, seq: int) -> None:
+        super().__init__(
+            f"topic {topic!r}: message {seq} was overwritten while being read in place; "
+            "discard what was read from it"
+        )
+        self.topic = topic
+        self.seq = seq
+
+
+class MissingDependency(ShmPubSubError, ModuleNotFoundError):
+    """An optional package a call needs is not installed (numpy, for the array calls)."""
 
 
 class SegmentError(ShmPubSubError, OSError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import errno
 import logging
 import os
@@ -9,12 +10,23 @@ import secrets
 import time
 import weakref
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
-from . import _core, _proc, wakeup
+from . import _core, _proc, arrays, wakeup
 from ._handle import Handle
-from .errors import ClosedError, InvalidArgument, InvalidSegment, MessageTooLarge, TopicExists, TopicNotFound
+from .errors import (
+    ClosedError,
+    InvalidArgument,
+    InvalidSegment,
+    MessageTooLarge,
+    TopicExists,
+    TopicNotFound,
+)
 from .names import CONTROL_SUFFIX, validate_topic
 from .segment import Segment
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +62,20 @@ class Publisher(Handle):
     ) -> None:
         self.topic = validate_topic(topic)
         if not isinstance(mode, int) or not 0 <= mode <= 0o777:
-            raise InvalidArgument(f"mode must be a permission mask such as 0o600, not {mode!r}")
+            raise InvalidArgument(
+                f"mode must be a permission mask such as 0o600, not {mode:#o}"
+                if isinstance(mode, int)
+                else f"mode must be an int such as 0o600, not {mode!r}"
+            )
         _, total = _core.geometry(slots, slot_size)
         control_total = _core.control_geometry(max_subscribers)
         sockets = wakeup.socket_dir()
         wakeup.sweep_dead_sockets(sockets)
         self._pid = os.getpid()
-        self._segment = _claim(self.topic, mode)
+        # Other users may at most read the ring; the control segment is the owner's alone (a
+        # process that may write it could make the publisher fault, e.g. by truncating it),
+        # so other users' subscribers attach passively, without wake-ups.
+        self._segment = _claim(self.topic, mode & 0o644)
         self._control_segment: Segment | None = None
         try:
             self._segment.size(total)
@@ -65,7 +84,7 @@ class Publisher(Handle):
             self.epoch = secrets.randbits(63) | 1
             # The control segment is complete before the data header's magic is written:
             # a subscriber that sees the magic finds everything it needs.
-            self._control_segment = _create_control(self.topic, mode)
+            self._control_segment = _create_control(self.topic, mode & 0o600)
             self._control_segment.size(control_total)
             self._control_base = _core.pointer_to(self._control_segment.map(), writable=True)
             _core.init_control(self._control_base, control_total, max_subscribers, self.epoch, sockets)
@@ -117,7 +136,9 @@ class Publisher(Handle):
             loan.seq                       # (on the Loan object) its sequence number
 
         If the block raises, nothing is published. The view holds the slot's previous bytes
-        until overwritten, and must not be used after the block. Raises MessageTooLarge if
+        until overwritten. Neither it nor anything made from it (``numpy.frombuffer(buf)``) may
+        be used after the block: it is released on exit, but views derived from it share the
+        slot's memory and would change a published message unseen. Raises MessageTooLarge if
         *size* exceeds ``slot_size``.
         """
         if isinstance(size, int) and size > self.slot_size:
@@ -125,6 +146,18 @@ class Publisher(Handle):
                 f"a loan of {size} bytes does not fit topic {self.topic!r} (slot_size={self.slot_size})"
             )
         return Loan(self, size)
+
+    def publish_array(self, array: NDArray[Any]) -> int:
+        """Publishes a numpy array with its dtype and shape; a subscriber gets it back with
+        ``msg.array()`` or :meth:`Subscriber.view_array`. Returns its sequence number.
+
+        The message is a small header (:mod:`shmpubsub.arrays`; typically 64 bytes) and the data
+        in C order, written straight into the slot through a loan: one copy, also for a
+        non-contiguous array. Raises MessageTooLarge if it does not fit
+        ``slot_size`` (see ``arrays.message_size``), InvalidArgument for object dtypes or more
+        than 32 dimensions, InvalidType for a non-array, MissingDependency without numpy.
+        """
+        return arrays.publish(self, array)
 
     # -- state ---------------------------------------------------------------
 
@@ -163,20 +196,26 @@ class Publisher(Handle):
         self._closed = True
         _live.discard(self)
         owner = os.getpid() == self._pid
-        if owner:
-            self._writer.close()  # sets `closed` and wakes the sleepers
-            wakeup.reap_dead_entries(self._control)
-        else:
-            self._writer.forked()
-        self._waker.close()
-        self._view.release()
-        self._release_pointers()
-        for segment in (self._control_segment, self._segment):
-            if segment is not None:
-                if owner:
-                    segment.unmap()
-                    segment.remove()
-                segment.close()
+        try:
+            if owner:
+                # Refuses new calls, waits for those in flight in other threads, sets
+                # `closed` in the header and wakes the sleepers.
+                self._writer.close()
+                wakeup.reap_dead_entries(self._control)
+            else:
+                self._writer.forked()
+        finally:
+            # Whatever failed above, the segments must still go: a leak outlives us all.
+            self._control.close()  # waits for wake-ups in flight in other threads
+            self._waker.close()
+            self._view.release()
+            self._release_pointers()
+            for segment in (self._control_segment, self._segment):
+                if segment is not None:
+                    if owner:
+                        segment.unmap()
+                        segment.remove()
+                    segment.close()
         if owner:
             wakeup.sweep_dead_sockets(self._control.socket_dir)
 
@@ -221,10 +260,9 @@ class Loan:
     ) -> None:
         view, self._view = self._view, None
         if view is not None:
-            try:
-                view.release()
-            except BufferError:
-                pass  # the caller still holds a view derived from it (a numpy array, say)
+            # Views derived from it (memoryview(buf), numpy.frombuffer(buf)) share the memory
+            # without holding this view: they cannot be revoked, hence the docstring's rule.
+            view.release()
         if exc_type is None:
             self.seq = self._pub._writer.commit()
         elif not self._pub.closed:
@@ -254,7 +292,11 @@ def _claim(topic: str, mode: int) -> Segment:
                 if existing.still_named():
                     raise TopicExists(errno.EEXIST, _owner_message(topic, existing))
                 continue
-            # Lock taken: its owner is dead, unless a creator is just starting up.
+            # Lock taken: its owner is dead, unless a creator is just starting up. If the name
+            # no longer leads to it, someone else took the topic over meanwhile: start again
+            # (removing by name now would remove the new owner's segments).
+            if not existing.still_named():
+                continue
             if not _initialised(existing):
                 now = time.monotonic()
                 unready_since = unready_since or now
@@ -345,4 +387,12 @@ def _disable_inherited_publishers() -> None:
         pub._after_fork_in_child()
 
 
+def _close_at_exit() -> None:
+    # A publisher still open when the interpreter exits (in a reference cycle, say) would be
+    # collected after the modules its close() needs are gone: close it while they exist.
+    for pub in list(_live):
+        pub.close()
+
+
 os.register_at_fork(after_in_child=_disable_inherited_publishers)
+atexit.register(_close_at_exit)

@@ -21,12 +21,14 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import stat
 
 import posix_ipc
 
 from . import _core
 from .errors import (
     ClosedError,
+    InvalidSegment,
     NoSpace,
     PermissionDenied,
     SegmentError,
@@ -35,6 +37,17 @@ from .errors import (
     TopicNotFound,
 )
 from .names import SHM_DIR, segment_name, validate_topic
+
+
+def _refuse_special_file(topic: str, path: str) -> None:
+    """/dev/shm is writable by every local user: a FIFO or directory planted under a topic's
+    name would make shm_open hang or fail obscurely. Refuse anything but a regular file."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return  # shm_open will say so
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidSegment(f"topic {topic!r}: {path} is not a regular file; it was left alone")
 
 
 class Segment:
@@ -65,6 +78,9 @@ class Segment:
             raise PermissionDenied(
                 errno.EACCES, f"may not create topic {topic!r} ({SHM_DIR}{name})"
             ) from None
+        except (posix_ipc.Error, OSError) as e:
+            code = getattr(e, "errno", None) or errno.EIO
+            raise SegmentError(code, f"cannot create topic {topic!r}: {e}") from None
         os.fchmod(shm.fd, mode & 0o777)
         return cls(topic, shm, writable=True, suffix=suffix)
 
@@ -75,12 +91,16 @@ class Segment:
         Raises TopicNotFound if it does not exist, PermissionDenied if access is not allowed.
         """
         name = segment_name(validate_topic(topic), suffix)
+        _refuse_special_file(topic, SHM_DIR + name)
         try:
             shm = posix_ipc.SharedMemory(name, 0, read_only=not writable)
         except posix_ipc.ExistentialError:
             raise TopicNotFound(errno.ENOENT, f"no topic {topic!r}: no publisher has created it") from None
         except posix_ipc.PermissionsError:
             raise PermissionDenied(errno.EACCES, f"may not open topic {topic!r} ({SHM_DIR}{name})") from None
+        except (posix_ipc.Error, OSError) as e:
+            code = getattr(e, "errno", None) or errno.EIO
+            raise SegmentError(code, f"cannot open topic {topic!r}: {e}") from None
         return cls(topic, shm, writable, suffix)
 
     # -- 2. size -----------------------------------------------------------
@@ -149,6 +169,8 @@ class Segment:
                 posix_ipc.unlink_shared_memory(self.name)
             except posix_ipc.ExistentialError:
                 pass  # already gone
+            except posix_ipc.Error as e:
+                raise SegmentError(errno.EACCES, f"cannot remove {SHM_DIR}{self.name}: {e}") from None
 
     def still_named(self) -> bool:
         """True if the segment's name still refers to this very object."""

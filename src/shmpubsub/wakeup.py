@@ -31,10 +31,12 @@ def socket_dir() -> str:
     """This user's socket directory, created if missing: ``$SHMPUBSUB_RUNTIME_DIR``, else
     ``$XDG_RUNTIME_DIR/shmpubsub``, else ``/tmp/shmpubsub-<uid>``."""
     chosen = os.environ.get("SHMPUBSUB_RUNTIME_DIR")
-    if not chosen:
+    if chosen:
+        _check_path(chosen)
+    else:
         xdg = os.environ.get("XDG_RUNTIME_DIR")
-        chosen = os.path.join(xdg, "shmpubsub") if xdg and os.path.isabs(xdg) else ""
-        if not chosen or len(chosen) > 60:  # keep socket paths well inside sockaddr_un's 108 bytes
+        chosen = os.path.join(xdg, "shmpubsub") if xdg and os.path.isabs(xdg) and os.path.isdir(xdg) else ""
+        if not chosen or len(chosen.encode()) > MAX_SOCKET_DIR:
             chosen = f"/tmp/shmpubsub-{os.geteuid()}"
     with contextlib.suppress(FileExistsError):
         os.mkdir(chosen, 0o700)
@@ -42,11 +44,22 @@ def socket_dir() -> str:
     return chosen
 
 
+# A socket's path is DIR + "/" + PREFIX + 16 hex digits, and must fit sockaddr_un's 107 bytes.
+MAX_SOCKET_DIR = 107 - len("/" + socket_name(0))
+
+
+def _check_path(path: str) -> None:
+    if not os.path.isabs(path) or len(path.encode()) > MAX_SOCKET_DIR:
+        raise PermissionDenied(
+            errno.EACCES,
+            f"socket directory {path!r} must be an absolute path of at most {MAX_SOCKET_DIR} bytes",
+        )
+
+
 def check_private_dir(path: str) -> None:
     """Raises PermissionDenied unless *path* is a real directory owned by us with mode 0700
     (no group or other access): anything else could let another user spoof or snoop."""
-    if not os.path.isabs(path) or len(path.encode()) >= _core.SOCKET_DIR_MAX:
-        raise PermissionDenied(errno.EACCES, f"socket directory {path!r} must be an absolute, short path")
+    _check_path(path)
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise PermissionDenied(errno.EACCES, f"socket directory {path!r} is not a directory")
@@ -64,7 +77,10 @@ class Waker:
     def __init__(self, control: _core.Control, topic: str) -> None:
         self._control = control
         self._topic = topic
-        self._sock: socket.socket | None = None
+        # Made now, not at the first wake-up: a failure (out of descriptors) belongs here,
+        # not in the middle of a publish.
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self._sock.setblocking(False)
         #: Datagrams sent, and sends that failed (a subscriber that died, mostly).
         self.sent = 0
         self.failed = 0
@@ -76,9 +92,6 @@ class Waker:
                 self._send(entry)
 
     def _send(self, entry: _core.SubscriberInfo) -> None:
-        if self._sock is None:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.setblocking(False)
         path = os.path.join(self._control.socket_dir, socket_name(entry.token))
         try:
             self._sock.sendto(_WAKE, path)
@@ -94,16 +107,33 @@ class Waker:
             log.warning("topic %r: cannot wake subscriber pid %d: %s", self._topic, entry.pid, e)
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        self._sock.close()
 
 
-def reclaim(control: _core.Control, entry: _core.SubscriberInfo) -> None:
-    """Frees a dead subscriber's entry and removes its socket file."""
-    if control.release(entry.index, entry.token):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(control.socket_dir, socket_name(entry.token)))
+def reclaim(control: _core.Control, entry: _core.SubscriberInfo) -> bool:
+    """Frees a dead subscriber's entry and removes its socket file, unless something is still
+    bound to that socket (then the subscriber lives, whatever its entry says)."""
+    path = os.path.join(control.socket_dir, socket_name(entry.token))
+    if _socket_alive(path):
+        return False
+    if not control.release(entry.index, entry.token, owner=False):
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return True
+
+
+def _socket_alive(path: str) -> bool:
+    """True if some process is bound to the Unix datagram socket at *path*. bind() creates
+    and binds at once, so a refused connection means its owner is gone."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as probe:
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except OSError:
+            return True  # not ours to judge: leave it
+    return True
 
 
 def sweep_dead_sockets(directory: str) -> list[str]:
@@ -117,15 +147,10 @@ def sweep_dead_sockets(directory: str) -> list[str]:
         return removed
     for name in names:
         path = os.path.join(directory, name)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as probe:
-            try:
-                probe.connect(path)
-            except ConnectionRefusedError:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-                removed.append(path)
-            except OSError:
-                pass  # not a socket, or vanished: not ours to judge
+        if os.path.exists(path) and not _socket_alive(path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            removed.append(path)
     return removed
 
 
@@ -157,21 +182,21 @@ class WakeSocket:
     def drain(self) -> None:
         """Discards pending wake-ups (they only ever mean: look at the ring)."""
         try:
-            while self.sock.recv(64):
-                pass
+            while True:
+                self.sock.recv(64)
         except BlockingIOError:
             pass
 
     def wake_self(self) -> None:
         """Makes our descriptor readable (used when the topic ended after we armed)."""
-        with contextlib.suppress(BlockingIOError):
+        with contextlib.suppress(OSError):  # queue full (already readable), or socket gone
             self.sock.sendto(_WAKE, self.path)
 
     def close(self, owner: bool = True) -> None:
         """Closes the socket; its *owner* also frees the entry and removes the socket file
         (a fork child that inherited them must leave both to its parent)."""
         if owner:
-            self._control.release(self.index, self.token)
+            self._control.release(self.index, self.token, owner=True)
             self._unbind()
         else:
             self.sock.close()
@@ -186,6 +211,4 @@ def reap_dead_entries(control: _core.Control) -> int:
     """Reclaims the entries (and sockets) of subscribers whose process is gone."""
     # pid 0: an entry claimed an instant ago, its pid not yet written.
     dead = [e for e in control.entries() if e.pid > 0 and not _proc.is_alive(e.pid, e.start_time)]
-    for entry in dead:
-        reclaim(control, entry)
-    return len(dead)
+    return sum(reclaim(control, entry) for entry in dead)

@@ -1,0 +1,617 @@
+"""Looking at topics from outside, and cleaning up after dead processes (``shmpubsub ls``,
+``info`` and ``gc`` are thin layers over this module).
+
+Looking never disturbs a topic: segments are opened and mapped read-only (the control segment
+too: reading entries only loads from it), and the single-writer lock is probed with
+``F_OFD_GETLK``, never taken. Only :func:`collect_garbage` writes, and only what a new
+publisher or the topic's own publisher would remove or reclaim anyway.
+
+**Is the publisher alive?** The single-writer lock decides, not the pid in the header. The
+kernel drops the lock when the publisher's process dies, and a new publisher takes the topic
+over exactly when the lock is free; the lock also holds across pid namespaces (a publisher in a
+container that shares ``/dev/shm``, whose pid means nothing here) and cannot be fooled by a
+reused pid. A pid that is still alive while the lock is free means the process gave the topic
+up without closing it (it closed the descriptor): dead all the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import pwd
+import socket
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import posix_ipc
+
+from . import _core, _proc, wakeup
+from .errors import InvalidArgument, InvalidSegment, PermissionDenied, ShmPubSubError, TopicNotFound
+from .names import CONTROL_SUFFIX, PREFIX, SHM_DIR, socket_name, validate_topic
+from .publisher import _STARTUP_GRACE
+from .segment import Segment
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SubscriberStatus", "TopicInfo", "collect_garbage", "topic_info", "topics"]
+
+
+@dataclass(frozen=True)
+class SubscriberStatus:
+    """One attached subscriber, from its control entry (values its subscriber wrote: untrusted).
+
+    ``lag`` is how many published messages it has not taken yet (``write_seq - read_pos``); a
+    subscriber reports its position on each read, so before its first read ``read_pos`` is 0.
+    ``alive`` checks its pid and start time, so a reused pid does not pass for it.
+    """
+
+    index: int
+    pid: int
+    alive: bool
+    read_pos: int
+    lag: int
+    lost: int
+    asleep: bool
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """What a topic's segments say about it.
+
+    ``state`` is ``"alive"`` (a publisher holds the topic), ``"closed"`` (its publisher closed it
+    and is removing it), ``"dead"`` (nobody holds it: its publisher died; ``gc`` removes it, a new
+    publisher takes it over), ``"starting"`` (its publisher is still creating it) or ``"unknown"``
+    (the segment could not be read or is not a shmpubsub segment). ``problem`` says what is wrong,
+    if anything; the fields after it are None where the header could not be read. ``size`` is in
+    bytes, data and control segments together. ``subscriber_details`` is filled by
+    :func:`topic_info` only.
+    """
+
+    name: str
+    path: str
+    size: int
+    state: str
+    publisher_alive: bool | None
+    problem: str | None = None
+    slots: int | None = None
+    slot_size: int | None = None
+    publisher_pid: int | None = None
+    subscribers: int | None = None
+    max_subscribers: int | None = None
+    published: int | None = None
+    closed: bool | None = None
+    epoch: int | None = None
+    created_ns: int | None = None
+    layout_version: int | None = None
+    subscriber_details: tuple[SubscriberStatus, ...] | None = None
+
+
+def topics() -> list[TopicInfo]:
+    """Every topic in /dev/shm, sorted by name, including what cannot be read or is not a
+    shmpubsub segment though it carries the prefix (with ``problem`` set), and control segments
+    left without their data segment. Never raises for a bad segment.
+
+    Costs a directory listing, then per topic a few system calls and mapping two pages.
+    """
+    data, controls, foreign = _scan()
+    found: list[TopicInfo] = []
+    for topic in sorted(data):
+        with contextlib.suppress(TopicNotFound):  # removed since the listing
+            found.append(_inspect(topic, details=False))
+    for topic in sorted(controls - data):
+        with contextlib.suppress(TopicNotFound):
+            found.append(_inspect_orphan(topic))
+    for name, problem in foreign.items():
+        path = os.path.join(SHM_DIR, name)
+        found.append(TopicInfo(name[len(PREFIX) :], path, _file_size(path), "unknown", None, problem))
+    return sorted(found, key=lambda t: (t.name, t.path))
+
+
+def topic_info(name: str) -> TopicInfo:
+    """One topic, with its subscribers (``subscriber_details``). A segment that cannot be read
+    or fails validation is described by ``problem`` rather than raised.
+
+    Raises TopicNotFound if the topic does not exist, InvalidArgument for a bad name.
+    """
+    return _inspect(validate_topic(name), details=True)
+
+
+def collect_garbage(dry_run: bool = False) -> list[str]:
+    """Removes what dead processes left behind and returns a description of each object removed
+    (with *dry_run*, of each that would be, removing nothing):
+
+    - the data and control segments of topics nobody holds: the single-writer lock is free and
+      the header initialised (or uninitialised for longer than a publisher's start-up grace),
+      which is exactly when a new publisher would take the topic over. The lock is taken while
+      removing, so no publisher can re-create the topic meanwhile (one starting in that instant
+      gets TopicExists);
+    - control segments without a data segment;
+    - in live topics, the control entries and sockets of subscribers whose process is gone (as
+      the topic's publisher does when it next finds them);
+    - sockets in the socket directories (ours and those the topics name) that nobody is bound to.
+
+    Never touches a live topic's segments (the lock is probed, not taken), nor anything that is
+    not positively ours: a file with our prefix that is not a shmpubsub segment or socket is
+    reported as a warning on the ``shmpubsub.admin`` logger and left alone. Costs a few system
+    calls per object, plus a 0.2 s wait if some segment is uninitialised and unlocked.
+    """
+    removed: list[str] = []
+    data, controls, foreign = _scan()
+    for name, why in foreign.items():
+        log.warning("%s: %s; left alone", os.path.join(SHM_DIR, name), why)
+    socket_dirs: set[str] = set()
+    live: list[tuple[str, int]] = []
+    unready: list[tuple[str, Segment]] = []
+    for topic in sorted(data):
+        outcome = _judge(topic)
+        if outcome is None:
+            continue
+        if isinstance(outcome, tuple):
+            live.append(outcome)
+        elif outcome.kind == "unready":
+            unready.append((topic, outcome.segment))
+            continue  # keeps the segment open until the grace is over
+        elif outcome.kind == "removable":
+            with contextlib.closing(outcome.segment):
+                removed += _remove_topic(topic, outcome.segment, outcome.reason, dry_run, socket_dirs)
+        else:
+            outcome.segment.close()
+    if unready:
+        # A creator holds its new segment unlocked for microseconds (between shm_open and
+        # fcntl): one still unlocked and uninitialised after the grace belongs to a dead creator.
+        time.sleep(_STARTUP_GRACE)
+        for topic, segment in unready:
+            with contextlib.closing(segment):
+                if not segment.lock_held() and segment.still_named():
+                    kind, header, problem = _read_header(segment)
+                    if kind != "foreign":
+                        reason = _reason(kind, header, problem)
+                        removed += _remove_topic(topic, segment, reason, dry_run, socket_dirs)
+    for topic in sorted(controls - data):
+        removed += _remove_orphan_control(topic, dry_run)
+    reaped_sockets: set[str] = set()
+    for topic, epoch in live:
+        removed += _reap(topic, epoch, dry_run, socket_dirs, reaped_sockets)
+    try:
+        socket_dirs.add(wakeup.socket_dir())
+    except (PermissionDenied, OSError) as e:
+        log.warning("cannot sweep the socket directory: %s", e)
+    for directory in sorted(socket_dirs):
+        removed += _sweep_sockets(directory, dry_run, reaped_sockets)
+    for item in removed:
+        log.info("%s %s", "would remove" if dry_run else "removed", item)
+    return removed
+
+
+# -- looking ------------------------------------------------------------------------
+
+
+def _path(topic: str, suffix: str = "") -> str:
+    return os.path.join(SHM_DIR, PREFIX + topic + suffix)
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return 0
+
+
+def _valid_topic(name: str) -> bool:
+    try:
+        validate_topic(name)
+    except InvalidArgument:
+        return False
+    return True
+
+
+def _scan() -> tuple[set[str], set[str], dict[str, str]]:
+    """(topics with a data segment, topics with a control segment, {file name: problem} for the
+    files with our prefix that are neither)."""
+    data: set[str] = set()
+    controls: set[str] = set()
+    foreign: dict[str, str] = {}
+    try:
+        names = sorted(n for n in os.listdir(SHM_DIR) if n.startswith(PREFIX))
+    except FileNotFoundError:
+        return data, controls, foreign
+    for name in names:
+        try:
+            st = os.lstat(os.path.join(SHM_DIR, name))
+        except FileNotFoundError:
+            continue
+        rest = name[len(PREFIX) :]
+        if not stat.S_ISREG(st.st_mode):
+            foreign[name] = "not a shmpubsub segment (not a regular file)"
+        elif rest.endswith(CONTROL_SUFFIX) and _valid_topic(rest[: -len(CONTROL_SUFFIX)]):
+            controls.add(rest[: -len(CONTROL_SUFFIX)])
+        elif _valid_topic(rest):
+            data.add(rest)
+        else:
+            foreign[name] = "not a shmpubsub segment (not a valid topic name)"
+    return data, controls, foreign
+
+
+def _owner(path: str) -> str:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return "gone"
+    try:
+        user = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        user = f"uid {st.st_uid}"
+    return f"owner {user}, mode {stat.S_IMODE(st.st_mode):04o}"
+
+
+def _read_header(segment: Segment) -> tuple[str, _core.HeaderInfo | None, str | None]:
+    """Classifies a data segment as the takeover check does: ("ok", header, None), ("unready",
+    None, None) for a creator not done yet (or dead while creating), ("invalid", None, problem)
+    for ours but unusable (other layout version, corrupt) or ("foreign", None, problem)."""
+    if segment.nbytes == 0:  # a creator sizes its segment whole before writing to it
+        return "unready", None, None
+    mapping = segment.map()
+    base = _core.pointer_to(mapping, writable=False)
+    try:
+        return "ok", _core.read_header(base, len(mapping), "the segment"), None
+    except _core.HeaderNotReady:
+        return "unready", None, None
+    except _core.ForeignSegment as e:
+        return "foreign", None, str(e)
+    except InvalidSegment as e:
+        return "invalid", None, str(e)
+    finally:
+        _core.release(base)
+        segment.unmap()
+
+
+@contextlib.contextmanager
+def _mapped_control(topic: str, writable: bool) -> Iterator[_core.Control]:
+    """The topic's control segment, validated. Raises TopicNotFound, PermissionDenied or
+    InvalidSegment."""
+    segment = Segment.open(topic, writable=writable, suffix=CONTROL_SUFFIX)
+    with contextlib.closing(segment):
+        if segment.nbytes == 0:
+            raise _core.HeaderNotReady("the control segment is not initialised")
+        mapping = segment.map()
+        base = _core.pointer_to(mapping, writable=writable)
+        try:
+            yield _core.Control(base, len(mapping), "the control segment")
+        finally:
+            _core.release(base)
+
+
+def _inspect(topic: str, details: bool) -> TopicInfo:
+    path = _path(topic)
+    control_size = _file_size(_path(topic, CONTROL_SUFFIX))
+    try:
+        segment = Segment.open(topic)
+    except PermissionDenied:
+        size = _file_size(path) + control_size
+        return TopicInfo(topic, path, size, "unknown", None, f"not readable by us ({_owner(path)})")
+    except InvalidSegment as e:  # not a regular file (any more)
+        return TopicInfo(topic, path, _file_size(path) + control_size, "unknown", None, str(e))
+    with contextlib.closing(segment):
+        locked = segment.lock_held()
+        size = segment.nbytes + control_size
+        kind, header, problem = _read_header(segment)
+    if header is None:
+        if kind == "unready":
+            if locked:
+                return TopicInfo(topic, path, size, "starting", True)
+            problem = "never initialised: its creator died while creating it"
+            return TopicInfo(topic, path, size, "dead", False, problem)
+        state = "unknown" if kind == "foreign" else ("alive" if locked else "dead")
+        return TopicInfo(topic, path, size, state, locked, problem)
+
+    subscribers: list[_core.SubscriberInfo] | None = None
+    max_subscribers: int | None = None
+    try:
+        with _mapped_control(topic, writable=False) as control:
+            if control.epoch != header.epoch:
+                problem = "its control segment belongs to an earlier incarnation of the topic"
+            else:
+                subscribers = control.entries()
+                max_subscribers = control.max_subscribers
+    except TopicNotFound:
+        if not header.closed:  # a closing publisher removes its control segment first
+            problem = "its control segment is missing"
+    except PermissionDenied:
+        problem = f"its control segment is not readable by us ({_owner(_path(topic, CONTROL_SUFFIX))})"
+    except InvalidSegment as e:
+        problem = str(e)
+
+    statuses: tuple[SubscriberStatus, ...] | None = None
+    if details and subscribers is not None:
+        statuses = tuple(_status(entry, header.write_seq) for entry in subscribers)
+    return TopicInfo(
+        topic,
+        path,
+        size,
+        "closed" if header.closed else ("alive" if locked else "dead"),
+        locked,
+        problem,
+        slots=header.slot_count,
+        slot_size=header.slot_size,
+        publisher_pid=header.publisher_pid,
+        subscribers=None if subscribers is None else len(subscribers),
+        max_subscribers=max_subscribers,
+        published=header.write_seq,
+        closed=header.closed,
+        epoch=header.epoch,
+        created_ns=header.created_ns,
+        layout_version=header.layout_version,
+        subscriber_details=statuses,
+    )
+
+
+def _inspect_orphan(topic: str) -> TopicInfo:
+    """A control segment found without its data segment."""
+    path = _path(topic, CONTROL_SUFFIX)
+    try:
+        segment = Segment.open(topic, suffix=CONTROL_SUFFIX)
+    except PermissionDenied:
+        return TopicInfo(
+            topic, path, _file_size(path), "unknown", None, f"not readable by us ({_owner(path)})"
+        )
+    except InvalidSegment as e:
+        return TopicInfo(topic, path, _file_size(path), "unknown", None, str(e))
+    with contextlib.closing(segment):
+        foreign = _foreign_control(segment)
+    if foreign:
+        return TopicInfo(topic, path, _file_size(path), "unknown", None, foreign)
+    problem = "control segment without a data segment (garbage: `shmpubsub gc` removes it)"
+    return TopicInfo(topic, path, _file_size(path), "dead", False, problem)
+
+
+def _foreign_control(segment: Segment) -> str | None:
+    """Why a control segment is not ours, or None if it is (even unfinished or corrupt)."""
+    if segment.nbytes == 0:
+        return None
+    mapping = segment.map()
+    base = _core.pointer_to(mapping, writable=False)
+    try:
+        _core.Control(base, len(mapping), "the control segment")
+    except _core.ForeignSegment as e:
+        return str(e)
+    except InvalidSegment:
+        pass  # ours, but unfinished or corrupt
+    finally:
+        _core.release(base)
+        segment.unmap()
+    return None
+
+
+def _status(entry: _core.SubscriberInfo, write_seq: int) -> SubscriberStatus:
+    # pid 0: an entry claimed an instant ago, its pid not yet written; count it alive.
+    alive = entry.pid == 0 or _proc.is_alive(entry.pid, entry.start_time)
+    lag = max(0, write_seq - entry.read_pos)
+    return SubscriberStatus(entry.index, entry.pid, alive, entry.read_pos, lag, entry.lost, entry.asleep)
+
+
+def _dead_entries(control: _core.Control) -> list[_core.SubscriberInfo]:
+    """Entries whose process is gone (the criterion of wakeup.reap_dead_entries)."""
+    return [e for e in control.entries() if e.pid > 0 and not _proc.is_alive(e.pid, e.start_time)]
+
+
+# -- cleaning up ------------------------------------------------------------------------
+
+
+@dataclass
+class _Verdict:
+    kind: str  # "removable", "unready" or "keep"
+    segment: Segment  # open read-only; the caller closes it
+    reason: str = ""
+
+
+def _judge(topic: str) -> _Verdict | tuple[str, int] | None:
+    """What gc makes of a data segment: (topic, epoch) for a live topic whose subscribers it may
+    reap, a verdict, or None (gone, or not ours to judge)."""
+    path = _path(topic)
+    try:
+        segment = Segment.open(topic)
+    except TopicNotFound:
+        return None
+    except PermissionDenied:
+        log.info("%s: not readable by us (%s); left alone", path, _owner(path))
+        return None
+    except InvalidSegment as e:
+        log.warning("%s: %s; left alone", path, e)
+        return None
+    try:
+        locked = segment.lock_held()
+        kind, header, problem = _read_header(segment)
+    except BaseException:
+        segment.close()
+        raise
+    if kind == "foreign":
+        log.warning("%s: %s; left alone", path, problem)
+        return _Verdict("keep", segment)
+    if locked:
+        segment.close()
+        return None if header is None or header.closed else (topic, header.epoch)
+    if kind == "unready":
+        return _Verdict("unready", segment)
+    return _Verdict("removable", segment, _reason(kind, header, problem))
+
+
+def _reason(kind: str, header: _core.HeaderInfo | None, problem: str | None) -> str:
+    """Why a data segment nobody holds is garbage."""
+    if kind == "unready":
+        return "never initialised: its creator died while creating it"
+    if header is None:
+        return f"{problem}; no publisher holds it"
+    return f"its publisher, pid {header.publisher_pid}, is gone"
+
+
+def _may_remove(path: str) -> bool:
+    """True if we may unlink *path* (/dev/shm is sticky: only the file's owner may); logs why not."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if st.st_uid == os.geteuid() or os.geteuid() == 0:
+        return True
+    log.info("%s: not ours to remove (%s); left alone", path, _owner(path))
+    return False
+
+
+def _unlink(segment: Segment) -> bool:
+    """Removes *segment*'s name if it still names this very segment; True if it did."""
+    if not segment.still_named():
+        return False
+    try:
+        segment.remove()
+    except posix_ipc.PermissionsError:
+        log.warning("%s: may not remove it; left alone", SHM_DIR + segment.name)
+        return False
+    return True
+
+
+def _same_object(a: Segment, b: Segment) -> bool:
+    sa, sb = os.fstat(a.fileno()), os.fstat(b.fileno())
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _remove_topic(
+    topic: str, probed: Segment, reason: str, dry_run: bool, socket_dirs: set[str]
+) -> list[str]:
+    """Removes a dead topic's segments; *probed* is its data segment, found unlocked."""
+    data_path, control_path = _path(topic), _path(topic, CONTROL_SUFFIX)
+    if not _may_remove(data_path):
+        return []
+    # Where its subscribers' sockets are:
+    with contextlib.suppress(ShmPubSubError), _mapped_control(topic, writable=False) as mapped:
+        socket_dirs.add(mapped.socket_dir)
+    if dry_run:
+        found = [f"{data_path} (topic {topic!r}: {reason})"]
+        if os.path.lexists(control_path):
+            found.append(f"{control_path} (control segment of topic {topic!r})")
+        return found
+    try:
+        owner = Segment.open(topic, writable=True)
+    except TopicNotFound:
+        return []
+    except PermissionDenied:
+        log.warning("%s: may not remove it (%s); left alone", data_path, _owner(data_path))
+        return []
+    except InvalidSegment:
+        return []  # replaced by something else meanwhile
+    removed: list[str] = []
+    with contextlib.closing(owner):
+        # Holding the lock, nobody can re-create the topic (a new publisher finds it taken), so
+        # the names below are still the dead topic's. A failed lock: someone is taking it over.
+        if not _same_object(owner, probed) or not owner.lock():
+            return []
+        with contextlib.suppress(TopicNotFound, PermissionDenied, InvalidSegment):
+            control = Segment.open(topic, suffix=CONTROL_SUFFIX)
+            with contextlib.closing(control):
+                if _unlink(control):
+                    removed.append(f"{control_path} (control segment of topic {topic!r})")
+        if _unlink(owner):
+            removed.insert(0, f"{data_path} (topic {topic!r}: {reason})")
+    return removed
+
+
+def _remove_orphan_control(topic: str, dry_run: bool) -> list[str]:
+    path = _path(topic, CONTROL_SUFFIX)
+    if not _may_remove(path):
+        return []
+    try:
+        control = Segment.open(topic, suffix=CONTROL_SUFFIX)
+    except (TopicNotFound, PermissionDenied, InvalidSegment):
+        return []
+    with contextlib.closing(control):
+        # Looked at after opening: a publisher creates its data segment before its control
+        # segment, so if there is still no data segment now, this control segment is no new one.
+        if os.path.lexists(_path(topic)) or not control.still_named():
+            return []
+        foreign = _foreign_control(control)
+        if foreign:
+            log.warning("%s: %s; left alone", path, foreign)
+            return []
+        if not dry_run and not _unlink(control):
+            return []
+    return [f"{path} (control segment without a data segment)"]
+
+
+def _reap(topic: str, epoch: int, dry_run: bool, socket_dirs: set[str], reaped: set[str]) -> list[str]:
+    """Frees the entries (and sockets) of a live topic's dead subscribers."""
+    path = _path(topic, CONTROL_SUFFIX)
+    found: list[str] = []
+    try:
+        with _mapped_control(topic, writable=not dry_run) as control:
+            if control.epoch != epoch:
+                return []  # re-created since we looked: the next run will see it
+            socket_dirs.add(control.socket_dir)
+            for entry in _dead_entries(control):
+                sock = os.path.join(control.socket_dir, socket_name(entry.token))
+                if _bound(sock):
+                    continue  # something is bound to its socket: it lives, whatever its pid says
+                if not dry_run and not wakeup.reclaim(control, entry):
+                    continue  # freed meanwhile, or its socket came alive
+                reaped.add(sock)
+                found.append(
+                    f"{path} entry {entry.index} (subscriber pid {entry.pid} is gone; socket {sock})"
+                )
+    except PermissionDenied:
+        log.info("%s: may not write it (%s); its subscribers were not checked", path, _owner(path))
+    except (TopicNotFound, InvalidSegment):
+        pass  # closed meanwhile, or not ours to fix
+    return found
+
+
+def _bound(path: str) -> bool:
+    """True unless connecting is refused: bind() creates and binds a socket file at once, so a
+    refused connection means its owner is gone."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as probe:
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except OSError:
+            return True  # not ours to judge: leave it
+    return True
+
+
+def _sweep_sockets(directory: str, dry_run: bool, reaped: set[str]) -> list[str]:
+    """Removes sockets with our prefix in *directory* that nobody is bound to (wakeup's
+    sweep_dead_sockets, with a dry run, and leaving files that are not sockets alone)."""
+    try:
+        wakeup.check_private_dir(directory)
+        names = sorted(n for n in os.listdir(directory) if n.startswith(PREFIX))
+    except FileNotFoundError:
+        return []
+    except (PermissionDenied, OSError) as e:
+        log.warning("socket directory %s left alone: %s", directory, e)
+        return []
+    found: list[str] = []
+    for name in names:
+        path = os.path.join(directory, name)
+        if path in reaped:
+            continue
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISSOCK(mode):
+            log.warning("%s: not a socket; left alone", path)
+            continue
+        if _bound(path):
+            continue
+        if not dry_run:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                if e.errno not in (errno.EACCES, errno.EPERM):
+                    raise
+                log.warning("%s: may not remove it: %s", path, e)
+                continue
+        found.append(f"{path} (socket nobody is bound to)")
+    return found
