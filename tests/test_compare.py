@@ -1,4 +1,5 @@
-"""benchmarks/compare.py works end to end: its shmpubsub adapter and an always-available peer
+"""The peer comparison (shmpubsub.bench: `shmpubsub bench`, benchmarks/compare.py) works end to
+end: its shmpubsub adapter and an always-available peer
 (multiprocessing.Pipe) over a tiny workload, and a peer that cannot be imported is reported as
 missing. Needs none of the [bench] extra."""
 
@@ -13,8 +14,6 @@ from types import ModuleType
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or not os.path.isdir("/dev/shm"), reason="needs Linux and /dev/shm"
 )
@@ -22,10 +21,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def compare() -> ModuleType:
-    # Imported by name from a path on sys.path, so that 'spawn' children can import it too.
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    return importlib.import_module("compare")
+    return importlib.import_module("shmpubsub.bench")
 
 
 def test_missing_peer_is_reported_not_dropped(compare: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,11 +17,9 @@ up without closing it (it closed the descriptor): dead all the same.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import pwd
-import socket
 import stat
 import time
 from collections.abc import Iterator
@@ -550,7 +548,7 @@ def _reap(topic: str, epoch: int, dry_run: bool, socket_dirs: set[str], reaped: 
             socket_dirs.add(control.socket_dir)
             for entry in _dead_entries(control):
                 sock = os.path.join(control.socket_dir, socket_name(entry.token))
-                if _bound(sock):
+                if wakeup.socket_alive(sock):
                     continue  # something is bound to its socket: it lives, whatever its pid says
                 if not dry_run and not wakeup.reclaim(control, entry):
                     continue  # freed meanwhile, or its socket came alive
@@ -565,53 +563,15 @@ def _reap(topic: str, epoch: int, dry_run: bool, socket_dirs: set[str], reaped: 
     return found
 
 
-def _bound(path: str) -> bool:
-    """True unless connecting is refused: bind() creates and binds a socket file at once, so a
-    refused connection means its owner is gone."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as probe:
-        try:
-            probe.connect(path)
-        except (ConnectionRefusedError, FileNotFoundError):
-            return False
-        except OSError:
-            return True  # not ours to judge: leave it
-    return True
-
-
 def _sweep_sockets(directory: str, dry_run: bool, reaped: set[str]) -> list[str]:
-    """Removes sockets with our prefix in *directory* that nobody is bound to (wakeup's
-    sweep_dead_sockets, with a dry run, and leaving files that are not sockets alone)."""
+    """Removes sockets with our prefix in *directory* that nobody is bound to, if the
+    directory is private to us."""
     try:
         wakeup.check_private_dir(directory)
-        names = sorted(n for n in os.listdir(directory) if n.startswith(PREFIX))
+        swept = wakeup.sweep_dead_sockets(directory, dry_run=dry_run, skip=reaped)
     except FileNotFoundError:
         return []
     except (PermissionDenied, OSError) as e:
         log.warning("socket directory %s left alone: %s", directory, e)
         return []
-    found: list[str] = []
-    for name in names:
-        path = os.path.join(directory, name)
-        if path in reaped:
-            continue
-        try:
-            mode = os.lstat(path).st_mode
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISSOCK(mode):
-            log.warning("%s: not a socket; left alone", path)
-            continue
-        if _bound(path):
-            continue
-        if not dry_run:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                if e.errno not in (errno.EACCES, errno.EPERM):
-                    raise
-                log.warning("%s: may not remove it: %s", path, e)
-                continue
-        found.append(f"{path} (socket nobody is bound to)")
-    return found
+    return [f"{path} (socket nobody is bound to)" for path in swept]

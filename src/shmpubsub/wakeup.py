@@ -17,6 +17,7 @@ import os
 import secrets
 import socket
 import stat
+from collections.abc import Collection
 
 from . import _core, _proc
 from .errors import PermissionDenied, TooManySubscribers
@@ -114,7 +115,7 @@ def reclaim(control: _core.Control, entry: _core.SubscriberInfo) -> bool:
     """Frees a dead subscriber's entry and removes its socket file, unless something is still
     bound to that socket (then the subscriber lives, whatever its entry says)."""
     path = os.path.join(control.socket_dir, socket_name(entry.token))
-    if _socket_alive(path):
+    if socket_alive(path):
         return False
     if not control.release(entry.index, entry.token, owner=False):
         return False
@@ -123,7 +124,7 @@ def reclaim(control: _core.Control, entry: _core.SubscriberInfo) -> bool:
     return True
 
 
-def _socket_alive(path: str) -> bool:
+def socket_alive(path: str) -> bool:
     """True if some process is bound to the Unix datagram socket at *path*. bind() creates
     and binds at once, so a refused connection means its owner is gone."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as probe:
@@ -136,22 +137,38 @@ def _socket_alive(path: str) -> bool:
     return True
 
 
-def sweep_dead_sockets(directory: str) -> list[str]:
-    """Removes sockets in *directory* with our prefix that nobody is bound to (their owner
-    died without closing). Safe against live sockets: bind() creates and binds at once, so a
-    refused connection means the socket is dead."""
-    removed: list[str] = []
+def sweep_dead_sockets(directory: str, dry_run: bool = False, skip: Collection[str] = ()) -> list[str]:
+    """Removes (with *dry_run*, only lists) the sockets in *directory* with our prefix that
+    nobody is bound to: their owners died without closing. A live socket is never touched
+    (see socket_alive), nor anything that is not a socket, nor the paths in *skip*."""
     try:
-        names = [n for n in os.listdir(directory) if n.startswith(PREFIX)]
+        names = sorted(n for n in os.listdir(directory) if n.startswith(PREFIX))
     except FileNotFoundError:
-        return removed
+        return []
+    found: list[str] = []
     for name in names:
         path = os.path.join(directory, name)
-        if os.path.exists(path) and not _socket_alive(path):
-            with contextlib.suppress(FileNotFoundError):
+        if path in skip:
+            continue
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISSOCK(mode):
+            log.warning("%s: not a socket; left alone", path)
+            continue
+        if socket_alive(path):
+            continue
+        if not dry_run:
+            try:
                 os.unlink(path)
-            removed.append(path)
-    return removed
+            except FileNotFoundError:
+                continue
+            except PermissionError as e:
+                log.warning("%s: may not remove it: %s", path, e)
+                continue
+        found.append(path)
+    return found
 
 
 class WakeSocket:
