@@ -1926,8 +1926,8 @@ def write_outputs(data: dict[str, Any], out: str, command: str, note: str | None
     return [json_path, md_path, *written]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--quick", action="store_true", help="short cells (0.5 s each): about 75 s on 2 cores"
     )

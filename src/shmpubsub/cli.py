@@ -321,7 +321,7 @@ def _bench(args: argparse.Namespace) -> int:
     from . import bench
 
     options = [o for o in args.options if o != "--"]
-    return bench.main(options)
+    return bench.main(options, prog="shmpubsub bench")
 
 
 # -- the parser ---------------------------------------------------------------------
