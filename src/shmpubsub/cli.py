@@ -24,7 +24,7 @@ from .subscriber import Subscriber
 
 EPILOG = """\
 exit status:
-  0    success; for tail and hz also when the publisher goes away, on Ctrl-C or SIGTERM,
+  0    success; for tail, hz and bridge also when the publisher goes away, on Ctrl-C or SIGTERM,
        or when the output pipe is closed
   1    the topic does not exist, its segment is invalid, or another error (one line on stderr)
   2    usage error: unknown option, bad argument, invalid topic name
@@ -317,6 +317,36 @@ def _demo(args: argparse.Namespace) -> int:
     return demo.run(count=args.count, interval=args.interval)
 
 
+# -- bridge -------------------------------------------------------------------------
+
+
+def _bridge(args: argparse.Namespace) -> int:
+    from . import bridge
+
+    link: bridge.BridgeOut | bridge.BridgeIn
+    if args.direction == "out":
+        out = bridge.BridgeOut(args.topic, args.bind, hwm=args.hwm)
+        link, where = out, f"topic {args.topic!r} -> {out.endpoint}"
+    else:
+        link = bridge.BridgeIn(args.topic, args.connect, local_name=args.local_name, hwm=args.hwm)
+        where = f"{args.connect} -> topic {link.local_name!r}"
+    with link:
+        print(f"shmpubsub: bridging {where} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        try:
+            while True:
+                link.run(duration=args.report if args.report else None)
+                if args.report:
+                    print(_bridge_stats(link.stats()), file=sys.stderr, flush=True)
+        except KeyboardInterrupt:
+            pass
+        print(f"shmpubsub: bridge stopped: {_bridge_stats(link.stats())}", file=sys.stderr)
+    return 0
+
+
+def _bridge_stats(stats: dict[str, int]) -> str:
+    return "  ".join(f"{name} {value}" for name, value in stats.items())
+
+
 def _bench(args: argparse.Namespace) -> int:
     from . import bench
 
@@ -454,6 +484,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("options", nargs=argparse.REMAINDER, help="options of the comparison")
     bench.set_defaults(run=_bench)
+
+    bridge = command(
+        "bridge",
+        "carry a topic to another host over ZeroMQ (needs: pip install 'shmpubsub[bridge]')",
+        "Carry a topic between hosts over ZeroMQ. `bridge out TOPIC --bind tcp://HOST:PORT` subscribes "
+        "to a local topic and republishes every message on a PUB socket, with its sequence number and "
+        "the losses so far; `bridge in TOPIC --connect tcp://HOST:PORT [--as NAME]` republishes them "
+        "into a local topic of the same geometry. The local publisher is never slowed: a slow network "
+        "costs messages, which are counted. Runs until Ctrl-C or SIGTERM, then prints its counters.",
+    )
+    directions = bridge.add_subparsers(dest="direction", required=True, metavar="DIRECTION")
+    for direction, help_text in (
+        ("out", "republish a local topic on the network"),
+        ("in", "republish a topic from the network locally"),
+    ):
+        side = directions.add_parser(
+            direction,
+            help=help_text,
+            description=help_text[0].upper() + help_text[1:] + ".",
+            epilog=EPILOG,
+            parents=[common],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        side.add_argument("topic", type=_topic, metavar="TOPIC")
+        if direction == "out":
+            side.add_argument("--bind", required=True, metavar="ADDR", help="e.g. tcp://0.0.0.0:5555")
+        else:
+            side.add_argument("--connect", required=True, metavar="ADDR", help="e.g. tcp://host:5555")
+            side.add_argument(
+                "--as",
+                dest="local_name",
+                type=_topic,
+                metavar="NAME",
+                help="local topic name (default TOPIC)",
+            )
+        side.add_argument(
+            "--hwm", type=_count, default=1000, metavar="N", help="messages queued before dropping (1000)"
+        )
+        side.add_argument(
+            "--report", type=_seconds, metavar="S", help="print the counters on stderr every S seconds"
+        )
+    bridge.set_defaults(run=_bridge)
     return parser
 
 
@@ -464,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(name)s: %(message)s")
     if isinstance(sys.stdout, io.TextIOWrapper):  # never fail on a payload the terminal cannot show
         sys.stdout.reconfigure(errors="backslashreplace")
-    following = args.command in ("tail", "hz")
+    following = args.command in ("tail", "hz", "bridge")
     if following:  # stop as on Ctrl-C, so that the subscriber is closed and leaves nothing behind
         signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:

@@ -1,0 +1,445 @@
+"""Bridges a topic between machines over ZeroMQ (optional: ``pip install 'shmpubsub[bridge]'``).
+
+:class:`BridgeOut` subscribes to a local topic and republishes every message on a ZeroMQ PUB
+socket; :class:`BridgeIn` receives them on a SUB socket and republishes them into a local topic
+of the same geometry, for ordinary :class:`~shmpubsub.Subscriber` s on the far host.
+
+Each network message has three frames: the topic name, a fixed header (:data:`HEADER`: version,
+slots, slot_size, sequence number, messages the outbound bridge lost locally so far, epoch) and
+the payload. The inbound side tells what it missed from gaps in the sequence numbers, and which
+of those were lost before the network (the outbound bridge was lapped) and which on it (ZeroMQ
+dropped them at its high-water mark, or the connection was down).
+
+The local publisher never waits for the bridge: the outbound bridge is an ordinary subscriber,
+and the PUB socket drops rather than block. Both bridges go on after the far side restarts
+(ZeroMQ reconnects), and the outbound one after the local publisher is re-created.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+from .errors import (
+    ClosedError,
+    InvalidArgument,
+    InvalidSegment,
+    MissingDependency,
+    PublisherGone,
+    ReceiveTimeout,
+    ShmPubSubError,
+    TopicExists,
+    TopicNotFound,
+)
+from .names import validate_topic
+from .publisher import Publisher
+from .subscriber import Subscriber
+
+log = logging.getLogger(__name__)
+
+_R = TypeVar("_R", bound="_Runner")
+
+#: version (u8), 3 pad bytes, slots (u32), slot_size (u32), seq (u64), lost so far (u64), epoch (u64).
+HEADER = struct.Struct("<B3xIIQQQ")
+VERSION = 1
+
+# How often a blocked run() looks at its stop event, and how often the outbound bridge looks
+# for a topic that does not exist (yet, or again).
+_POLL = 0.05
+_TAKEOVER_WAIT = 1.0
+_COPY_THRESHOLD = 64 * 1024  # larger payloads go to ZeroMQ without a copy
+
+
+class BridgeError(ShmPubSubError, OSError):
+    """ZeroMQ refused an address (malformed, in use, unknown host)."""
+
+
+def _zmq() -> Any:
+    try:
+        import zmq
+    except ImportError:
+        raise MissingDependency(
+            "the bridge needs pyzmq, which is not installed: pip install 'shmpubsub[bridge]'"
+        ) from None
+    return zmq
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A decoded network message."""
+
+    topic: str
+    seq: int
+    lost: int
+    slots: int
+    slot_size: int
+    epoch: int
+    data: bytes
+
+
+def encode_header(seq: int, lost: int, slots: int, slot_size: int, epoch: int) -> bytes:
+    return HEADER.pack(VERSION, slots, slot_size, seq, lost, epoch)
+
+
+def decode(parts: list[bytes]) -> Frame:
+    """Decodes the frames of one network message; InvalidArgument if they are malformed."""
+    if len(parts) != 3 or len(parts[1]) != HEADER.size:
+        raise InvalidArgument(f"not a shmpubsub bridge message ({len(parts)} frames)")
+    version, slots, slot_size, seq, lost, epoch = HEADER.unpack(parts[1])
+    if version != VERSION:
+        raise InvalidArgument(f"bridge protocol version {version} is not supported (expected {VERSION})")
+    return Frame(parts[0].decode(errors="replace"), seq, lost, slots, slot_size, epoch, parts[2])
+
+
+class _Runner:
+    """What both bridges share: a stop event, run()/close() from any thread, context manager."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._running = threading.Lock()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def _step(self, timeout: float) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    def run(self, stop_event: threading.Event | None = None, duration: float | None = None) -> None:
+        """Forwards messages until *stop_event* is set, :meth:`close` is called (from another
+        thread), or *duration* seconds pass."""
+        if not self._running.acquire(blocking=False):
+            raise InvalidArgument("this bridge is already running")
+        try:
+            if self._closed:
+                raise ClosedError("the bridge is closed")
+            end = None if duration is None else time.monotonic() + duration
+            while not self._stop.is_set() and not (stop_event is not None and stop_event.is_set()):
+                if end is not None and time.monotonic() >= end:
+                    break
+                self._step(_POLL)
+        finally:
+            self._running.release()
+
+    def start(self) -> threading.Thread:
+        """Runs the bridge in a daemon thread (stopped by :meth:`close`)."""
+        self._thread = threading.Thread(target=self.run, name=type(self).__name__, daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def close(self) -> None:
+        """Stops a run() in progress (waiting for it), then closes the sockets and the local
+        subscriber or publisher. Idempotent."""
+        if self._closed:
+            return
+        self._stop.set()
+        with self._running:  # a run() in another thread returns within _POLL
+            if self._closed:
+                return
+            self._closed = True
+            self._release()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self: _R) -> _R:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class BridgeOut(_Runner):
+    """Republishes local topic *topic* on a ZeroMQ PUB socket bound to *bind*
+    (``"tcp://0.0.0.0:5555"``).
+
+    ``hwm``: messages ZeroMQ queues per connected peer before it drops (the local publisher is
+    never slowed). ``start``: where the local subscriber begins (see :class:`Subscriber`).
+    Waits for the topic if it does not exist, and follows it when its publisher is re-created.
+
+    Counters: :attr:`forwarded` (messages handed to ZeroMQ), :attr:`lost_local` (lapped by the
+    local publisher before being forwarded), :attr:`dropped` (refused by ZeroMQ; a PUB socket at
+    its high-water mark drops silently, and the far side counts those from the sequence gaps),
+    :attr:`attached` (times a local topic was attached).
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        bind: str,
+        *,
+        hwm: int = 1000,
+        start: str = "next",
+        context: Any = None,
+    ) -> None:
+        super().__init__()
+        zmq = _zmq()
+        self.topic = validate_topic(topic)
+        self._topic_bytes = self.topic.encode()
+        self._start = start
+        self._own_context = context is None
+        self._context = zmq.Context() if context is None else context
+        self._socket = self._context.socket(zmq.PUB)
+        try:
+            self._socket.setsockopt(zmq.SNDHWM, hwm)
+            self._socket.setsockopt(zmq.LINGER, 0)
+            try:
+                self._socket.bind(bind)
+            except zmq.ZMQError as e:
+                raise BridgeError(f"cannot bind {bind!r}: {e}") from None
+            self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        except BaseException:
+            self._socket.close(0)
+            if self._own_context:
+                self._context.term()
+            raise
+        self._zmq = zmq
+        self._sub: Subscriber | None = None
+        self._header: tuple[int, int, int] = (0, 0, 0)  # slots, slot_size, epoch
+        self._dead_epoch: int | None = None
+        self._lost_before = 0  # lost_local of the subscribers before the current one
+        self._retry_at = 0.0
+        self.forwarded = 0
+        self.bytes_forwarded = 0
+        self.dropped = 0
+        self.attached = 0
+
+    @property
+    def lost_local(self) -> int:
+        return self._lost_before + (0 if self._sub is None else self._sub.lost)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "forwarded": self.forwarded,
+            "bytes": self.bytes_forwarded,
+            "lost_local": self.lost_local,
+            "dropped": self.dropped,
+            "attached": self.attached,
+        }
+
+    def _attach(self) -> Subscriber | None:
+        now = time.monotonic()
+        if now < self._retry_at:
+            return None
+        self._retry_at = now + _POLL
+        try:
+            sub = Subscriber(self.topic, start=self._start, spin_us=0)
+        except (TopicNotFound, InvalidSegment):
+            return None
+        if sub.epoch == self._dead_epoch or (sub.end_reason is not None and sub.pending == 0):
+            # The segment of a publisher we already followed to its end (a crashed one stays
+            # until it is taken over): wait for the next one.
+            self._dead_epoch = sub.epoch
+            sub.close()
+            return None
+        self._sub = sub
+        self._header = (sub.slots, sub.slot_size, sub.epoch)
+        self.attached += 1
+        log.info("bridge out: attached topic %r (epoch %#x)", self.topic, sub.epoch)
+        return sub
+
+    def _detach(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            self._lost_before += sub.lost
+            self._dead_epoch = sub.epoch
+            sub.close()
+
+    def _step(self, timeout: float) -> None:
+        sub = self._sub or self._attach()
+        if sub is None:
+            self._stop.wait(timeout)
+            return
+        try:
+            msg = sub.try_receive()
+            if msg is None:
+                msg = sub.receive(timeout=timeout)
+        except ReceiveTimeout:
+            return
+        except PublisherGone as gone:
+            log.info("bridge out: %s; waiting for a new publisher", gone)
+            self._detach()
+            return
+        send = self._socket.send_multipart
+        zmq = self._zmq
+        slots, slot_size, epoch = self._header
+        while msg is not None:
+            header = HEADER.pack(VERSION, slots, slot_size, msg.seq, self.lost_local, epoch)
+            data = msg.data
+            try:
+                send([self._topic_bytes, header, data], flags=zmq.NOBLOCK, copy=len(data) < _COPY_THRESHOLD)
+            except zmq.Again:
+                self.dropped += 1
+            else:
+                self.forwarded += 1
+                self.bytes_forwarded += len(data)
+            if self._stop.is_set():
+                return
+            msg = sub.try_receive()  # forward a burst without waiting
+
+    def _release(self) -> None:
+        self._detach()
+        self._socket.close(0)
+        if self._own_context:
+            self._context.term()
+
+
+class BridgeIn(_Runner):
+    """Receives topic *topic* from a :class:`BridgeOut` at *connect* (``"tcp://host:5555"``) and
+    republishes it into local topic *local_name* (by default *topic*), created with the remote
+    topic's geometry when the first message arrives (``mode``: its permissions).
+
+    Counters: :attr:`received`, :attr:`published`, :attr:`lost_remote` (messages the outbound
+    bridge lost before sending: lapped on its host), :attr:`lost_network` (sent, or due to be
+    sent, but never received: ZeroMQ dropped them, or the link or the outbound bridge was down),
+    :attr:`lost` (both). Local subscribers' own ``lost`` counts only what they missed locally;
+    see the README for why.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        connect: str,
+        *,
+        local_name: str | None = None,
+        hwm: int = 1000,
+        mode: int = 0o600,
+        context: Any = None,
+    ) -> None:
+        super().__init__()
+        zmq = _zmq()
+        self.topic = validate_topic(topic)
+        self.local_name = validate_topic(local_name if local_name is not None else topic)
+        self._topic_bytes = self.topic.encode()
+        self._mode = mode
+        self._own_context = context is None
+        self._context = zmq.Context() if context is None else context
+        self._socket = self._context.socket(zmq.SUB)
+        try:
+            self._socket.setsockopt(zmq.RCVHWM, hwm)
+            self._socket.setsockopt(zmq.LINGER, 0)
+            self._socket.setsockopt(zmq.RECONNECT_IVL, 100)
+            self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+            self._socket.setsockopt(zmq.SUBSCRIBE, self._topic_bytes)
+            try:
+                self._socket.connect(connect)
+            except zmq.ZMQError as e:
+                raise BridgeError(f"cannot connect to {connect!r}: {e}") from None
+        except BaseException:
+            self._socket.close(0)
+            if self._own_context:
+                self._context.term()
+            raise
+        self._zmq = zmq
+        self.publisher: Publisher | None = None
+        self._epoch: int | None = None
+        self._next_seq = 0  # the remote sequence number expected next
+        self._remote_lost = 0  # the last header's lost-so-far
+        self.received = 0
+        self.published = 0
+        self.lost_remote = 0
+        self.lost_network = 0
+        self.malformed = 0
+
+    @property
+    def lost(self) -> int:
+        return self.lost_remote + self.lost_network
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "received": self.received,
+            "published": self.published,
+            "lost_remote": self.lost_remote,
+            "lost_network": self.lost_network,
+            "malformed": self.malformed,
+        }
+
+    def _step(self, timeout: float) -> None:
+        zmq = self._zmq
+        if not self._socket.poll(int(timeout * 1000), zmq.POLLIN):
+            return
+        for _ in range(1000):  # a burst, then look at the stop event again
+            try:
+                parts = self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            self._handle(parts)
+
+    def _handle(self, parts: list[bytes]) -> None:
+        if parts[0] != self._topic_bytes:  # SUBSCRIBE matches prefixes: "a" also gets "ab"
+            return
+        try:
+            frame = decode(parts)
+        except InvalidArgument as e:
+            self.malformed += 1
+            log.warning("bridge in: %s", e)
+            return
+        self.received += 1
+        pub = self._publisher_for(frame)
+        if self._epoch != frame.epoch:
+            # The first message, or the remote publisher was re-created: nothing to compare with.
+            self._epoch = frame.epoch
+        elif frame.seq >= self._next_seq:
+            gap = frame.seq - self._next_seq
+            remote = max(0, min(gap, frame.lost - self._remote_lost))
+            self.lost_remote += remote
+            self.lost_network += gap - remote
+        else:  # an older number in the same epoch: the outbound bridge restarted at "oldest"
+            log.info("bridge in: sequence went back from %d to %d", self._next_seq, frame.seq)
+        self._remote_lost = frame.lost
+        self._next_seq = frame.seq + 1
+        pub.publish(frame.data)
+        self.published += 1
+
+    def _publisher_for(self, frame: Frame) -> Publisher:
+        pub = self.publisher
+        if pub is not None and (pub.slots, pub.slot_size) == (frame.slots, frame.slot_size):
+            return pub
+        if pub is not None:
+            log.info("bridge in: the remote geometry changed; re-creating topic %r", self.local_name)
+            self.publisher = None
+            pub.close()
+        self.publisher = self._create(frame)
+        log.info(
+            "bridge in: created topic %r (%d slots of %d bytes)",
+            self.local_name,
+            frame.slots,
+            frame.slot_size,
+        )
+        return self.publisher
+
+    def _create(self, frame: Frame) -> Publisher:
+        # Taking over the topic of a dead publisher (our own predecessor, killed) can meet a
+        # subscriber probing that publisher's lock at the same instant, and see TopicExists:
+        # only a live owner keeps it that way for long.
+        deadline = time.monotonic() + _TAKEOVER_WAIT
+        while True:
+            try:
+                return Publisher(
+                    self.local_name, slots=frame.slots, slot_size=frame.slot_size, mode=self._mode
+                )
+            except TopicExists:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    def _release(self) -> None:
+        try:
+            self._socket.close(0)
+            if self._own_context:
+                self._context.term()
+        finally:
+            pub, self.publisher = self.publisher, None
+            if pub is not None:
+                pub.close()

@@ -1,0 +1,350 @@
+"""The ZeroMQ bridge, both ends on this machine over loopback: ordering, large messages, loss
+accounting when the far side is slow, restart of either side, the command line."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from helpers import Children, get_result, time_limit
+
+from shmpubsub import Publisher, PublisherGone, ReceiveTimeout, Subscriber, TopicNotFound, cli
+
+zmq = pytest.importorskip("zmq")
+
+from shmpubsub import bridge  # noqa: E402
+from shmpubsub.bridge import BridgeIn, BridgeOut  # noqa: E402
+
+INDEX = struct.Struct("<Q")
+WARM = b"warm"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def out_child(topic: str, bind: str, hwm: int, stop: Any, results: Any) -> None:
+    try:
+        with BridgeOut(topic, bind, hwm=hwm) as b:
+            b.run(stop_event=stop)
+            results.put(b.stats())
+    except BaseException:
+        results.put(("error", traceback.format_exc()))
+
+
+def in_child(topic: str, connect: str, local: str, hwm: int, stop: Any, results: Any) -> None:
+    try:
+        with BridgeIn(topic, connect, local_name=local, hwm=hwm) as b:
+            b.run(stop_event=stop)
+            results.put(b.stats())
+    except BaseException:
+        results.put(("error", traceback.format_exc()))
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, tick: Callable[[], Any]) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {timeout} s")
+        tick()
+        time.sleep(0.02)
+
+
+def attach(
+    name: str, timeout: float, tick: Callable[[], Any], not_epoch: int | None = None, results: Any = None
+) -> Subscriber:
+    """A subscriber of local topic *name* once the inbound bridge created it (publishing warm-up
+    messages meanwhile, so that the bridge receives something)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tick()
+        try:
+            sub = Subscriber(name)
+        except TopicNotFound:
+            sub = None
+        if sub is not None:
+            if sub.epoch != not_epoch:
+                return sub
+            sub.close()
+        if time.monotonic() > deadline:
+            pytest.fail(f"local topic {name!r} not created within {timeout} s")
+        if results is not None and not results.empty():
+            get_result(results, 1, "a bridge")  # fails the test with the child's error
+        time.sleep(0.02)
+
+
+def receive_indexes(sub: Subscriber, until: int, timeout: float) -> list[int]:
+    """Indexes of the non-warm-up messages received until index *until* (inclusive)."""
+    got: list[int] = []
+    deadline = time.monotonic() + timeout
+    while not got or got[-1] < until:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            pytest.fail(f"received {len(got)} messages, last {got[-1:]}, waiting for {until}")
+        try:
+            msg = sub.receive(timeout=remaining)
+        except ReceiveTimeout:
+            continue
+        if msg.data != WARM:
+            got.append(INDEX.unpack_from(msg.data)[0])
+    return got
+
+
+def test_frame_round_trip() -> None:
+    header = bridge.encode_header(seq=7, lost=3, slots=16, slot_size=256, epoch=99)
+    frame = bridge.decode([b"t", header, b"data"])
+    assert (frame.topic, frame.seq, frame.lost, frame.slots, frame.slot_size, frame.epoch, frame.data) == (
+        "t",
+        7,
+        3,
+        16,
+        256,
+        99,
+        b"data",
+    )
+    with pytest.raises(ValueError):
+        bridge.decode([b"t", b"short", b""])
+
+
+def test_ordering_end_to_end(topic: str) -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"
+    ctx = multiprocessing.get_context("spawn")
+    stop, results = ctx.Event(), ctx.Queue()
+    n = 5000
+    with Children() as children, Publisher(topic, slots=8192, slot_size=64) as pub:
+        out = children.start(ctx, out_child, topic, address, 100_000, stop, results)
+        with BridgeIn(topic, address, local_name=topic + "-in") as inbound:
+            inbound.start()
+            with attach(topic + "-in", 20, lambda: pub.publish(WARM)) as sub:
+                for i in range(n):
+                    pub.publish(INDEX.pack(i))
+                    if i % 500 == 499:
+                        time.sleep(0.002)  # let the bridge keep up: no local lapping
+                got = receive_indexes(sub, n - 1, 20)
+                assert got == list(range(n))
+                assert sub.lost == 0
+            assert inbound.lost == 0
+            assert inbound.received >= n
+        stop.set()
+        stats = get_result(results, 10, "the outbound bridge")
+        children.join(out, 10)
+    assert stats["lost_local"] == 0
+    assert stats["forwarded"] >= n
+
+
+def test_large_messages(topic: str) -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"
+    size = 1 << 20
+    with Publisher(topic, slots=8, slot_size=size) as pub, BridgeOut(topic, address) as out:
+        out.start()
+        with BridgeIn(topic, address, local_name=topic + "-in") as inbound:
+            inbound.start()
+            with attach(topic + "-in", 20, lambda: pub.publish(WARM)) as sub:
+                assert (sub.slots, sub.slot_size) == (8, size)
+                for i in range(20):
+                    payload = INDEX.pack(i) + bytes([i]) * (size - INDEX.size)
+                    pub.publish(payload)
+                    with time_limit(10):
+                        while True:
+                            msg = sub.receive(timeout=10)
+                            if msg.data != WARM:
+                                break
+                    assert msg.data == payload
+            assert inbound.lost == 0
+
+
+def test_loss_accounting_when_far_side_is_slow(topic: str) -> None:
+    """The inbound bridge stops reading: ZeroMQ queues fill and drop, and the gaps it leaves
+    are counted exactly."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    ctx = multiprocessing.get_context("spawn")
+    stop, results = ctx.Event(), ctx.Queue()
+    n = 30_000
+    with Children() as children, Publisher(topic, slots=65536, slot_size=1024) as pub:
+        out = children.start(ctx, out_child, topic, address, 10, stop, results)
+        with BridgeIn(topic, address, local_name=topic + "-in", hwm=10) as inbound:
+
+            def tick() -> None:
+                pub.publish(WARM)
+                inbound.run(duration=0.02)
+
+            with attach(topic + "-in", 20, tick) as sub:
+                inbound.run(duration=0.3)  # drain the warm-up
+                while sub.try_receive() is not None:
+                    pass
+                assert inbound.lost == 0
+                payload = bytes(1024 - INDEX.size)
+                for i in range(n):  # nobody reads on the far side meanwhile
+                    pub.publish(INDEX.pack(i) + payload)
+                    if i % 1000 == 999:
+                        time.sleep(0.002)
+                time.sleep(0.5)
+                inbound.start()
+                time.sleep(1.0)  # the queues drain; then one last message, which gets through
+                pub.publish(INDEX.pack(n))
+                got = receive_indexes(sub, n, 20)
+                assert sub.lost == 0
+        stop.set()
+        stats = get_result(results, 10, "the outbound bridge")
+        children.join(out, 10)
+    assert got == sorted(set(got))
+    missing = got[-1] - got[0] + 1 - len(got)
+    assert missing > 0, "nothing was dropped: the test did not overflow the queues"
+    assert inbound.lost == missing + got[0]  # before the first one received, too
+    assert inbound.lost_remote == stats["lost_local"]
+    assert inbound.lost_network > 0
+
+
+def test_restart_of_the_outbound_bridge(topic: str) -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"
+    ctx = multiprocessing.get_context("spawn")
+    stop, results = ctx.Event(), ctx.Queue()
+    with Children() as children, Publisher(topic, slots=1024, slot_size=64) as pub:
+        out = children.start(ctx, out_child, topic, address, 1000, stop, results)
+        with BridgeIn(topic, address, local_name=topic + "-in") as inbound:
+            inbound.start()
+            with attach(topic + "-in", 20, lambda: pub.publish(WARM)) as sub:
+                pub.publish(INDEX.pack(0))
+                assert receive_indexes(sub, 0, 10) == [0]
+                children.kill(out)  # kill -9
+                for i in range(1, 101):  # published while the bridge is down: lost on the way
+                    pub.publish(INDEX.pack(i))
+                out = children.start(ctx, out_child, topic, address, 1000, stop, results)
+                i = 101
+                got: list[int] = []
+                deadline = time.monotonic() + 20
+                while not got:  # until the new bridge and the reconnection are up
+                    assert time.monotonic() < deadline, "no message after the outbound bridge restarted"
+                    pub.publish(INDEX.pack(i))
+                    i += 1
+                    try:
+                        msg = sub.receive(timeout=0.05)
+                    except ReceiveTimeout:
+                        continue
+                    if msg.data != WARM:
+                        got.append(INDEX.unpack_from(msg.data)[0])
+                first = got[0]
+                assert first > 100
+                pub.publish(INDEX.pack(i))
+                got += receive_indexes(sub, i, 10)[:]
+                assert got == list(range(first, i + 1))
+                assert inbound.lost_network == first - 1  # everything between 0 and first
+        stop.set()
+        get_result(results, 10, "the restarted outbound bridge")
+        children.join(out, 10)
+
+
+def test_restart_of_the_inbound_bridge(topic: str) -> None:
+    """Killed with -9, the inbound bridge leaves its local topic behind; the next one takes it
+    over, and closing it leaves nothing."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    local = topic + "-in"
+    ctx = multiprocessing.get_context("spawn")
+    stop, results = ctx.Event(), ctx.Queue()
+    with Children() as children, Publisher(topic, slots=1024, slot_size=64) as pub:
+        out = children.start(ctx, out_child, topic, address, 1000, stop, results)
+        inbound = children.start(ctx, in_child, topic, address, local, 1000, stop, results)
+        with attach(local, 20, lambda: pub.publish(WARM)) as sub:
+            epoch = sub.epoch
+            pub.publish(INDEX.pack(0))
+            assert receive_indexes(sub, 0, 10) == [0]
+            children.kill(inbound)
+            with time_limit(10), pytest.raises(PublisherGone) as gone:
+                while True:
+                    sub.receive(timeout=5)
+            assert gone.value.reason == "crashed"
+        inbound = children.start(ctx, in_child, topic, address, local, 1000, stop, results)
+        with attach(local, 20, lambda: pub.publish(WARM), not_epoch=epoch, results=results) as sub:
+            pub.publish(INDEX.pack(1))
+            assert receive_indexes(sub, 1, 10)[-1] == 1
+            stop.set()
+            with time_limit(10), pytest.raises(PublisherGone) as gone:
+                while True:
+                    sub.receive(timeout=5)
+            assert gone.value.reason == "closed"
+        reports = [get_result(results, 10, "a bridge") for _ in range(2)]
+        assert sorted("lost_network" in r for r in reports) == [False, True]  # one of each side
+        children.join(inbound, 10)
+        children.join(out, 10)
+
+
+def test_inbound_ignores_topics_sharing_a_prefix(topic: str) -> None:
+    """ZeroMQ subscriptions match prefixes: topic "x" must not receive "x2"."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with Publisher(topic + "2", slots=16, slot_size=64) as pub, BridgeOut(topic + "2", address) as out:
+        out.start()
+        with BridgeIn(topic, address, local_name=topic + "-in") as inbound:
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                pub.publish(b"other")
+                inbound.run(duration=0.05)
+            assert inbound.received == 0 and inbound.publisher is None
+
+
+def test_close_from_another_thread_stops_run(topic: str) -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with BridgeOut(topic, address) as out:  # the topic does not exist: it waits for it
+        thread = out.start()
+        time.sleep(0.2)
+        out.close()
+        thread.join(5)
+        assert not thread.is_alive()
+    stop = threading.Event()
+    with BridgeIn(topic, address) as inbound:
+        threading.Timer(0.2, stop.set).start()
+        with time_limit(5):
+            inbound.run(stop_event=stop)
+
+
+def test_cli_without_pyzmq(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "zmq", None)
+    assert cli.main(["bridge", "out", "x", "--bind", "tcp://127.0.0.1:1"]) == 1
+    err = capsys.readouterr().err
+    assert "pip install 'shmpubsub[bridge]'" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_bridge_out_and_in(topic: str) -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"
+    local = topic + "-in"
+    command = [sys.executable, "-m", "shmpubsub", "bridge"]
+    with Publisher(topic, slots=64, slot_size=64) as pub:
+        procs = [
+            subprocess.Popen([*command, "out", topic, "--bind", address], stderr=subprocess.PIPE, text=True),
+            subprocess.Popen(
+                [*command, "in", topic, "--connect", address, "--as", local],
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+        ]
+        try:
+            with attach(local, 30, lambda: pub.publish(WARM)) as sub:
+                pub.publish(b"hello")
+                with time_limit(10):
+                    while sub.receive(timeout=10).data != b"hello":
+                        pass
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            outputs = [proc.communicate(timeout=10)[1] for proc in procs]
+            assert [proc.returncode for proc in procs] == [0, 0], outputs
+            assert "forwarded" in outputs[0] and "received" in outputs[1]
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+    assert not os.path.exists(f"/dev/shm/shmpubsub.{local}")
