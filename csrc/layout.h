@@ -53,9 +53,13 @@ struct sps_shared_header {
 struct sps_slot {
     _Atomic uint64_t seq;
     _Atomic uint32_t length;
-    uint32_t reserved;
+    _Atomic uint32_t flags;
     unsigned char payload[];
 };
+
+/* A slot completed with this flag holds no message: its number was skipped by the publisher
+ * (lost upstream, say, by a bridge); readers count it in `lost` and move on. */
+#define SPS_SLOT_SKIPPED UINT32_C(1)
 
 _Static_assert(sizeof(struct sps_identity) <= SPS_BLOCK, "identity block overflows");
 _Static_assert(offsetof(struct sps_shared_header, progress) == SPS_BLOCK, "progress block misplaced");

@@ -119,13 +119,40 @@ static int sleepers_present(const struct sps_writer *w)
  * with a reader that arms (seq_cst) and then re-checks write_seq (seq_cst),
  * either the reader sees message n or we see its bit (no lost wake-up).
  * Returns n, or SPS_WAKE (n is then w->next - 1) when someone must be woken. */
-static int64_t end_write(struct sps_writer *w, struct sps_slot *slot, uint64_t n, uint64_t len)
+static void complete_slot(struct sps_slot *slot, uint64_t n, uint64_t len, uint32_t flags)
 {
     atomic_store_explicit(&slot->length, (uint32_t)len, memory_order_relaxed);
+    atomic_store_explicit(&slot->flags, flags, memory_order_relaxed);
     atomic_store_explicit(&slot->seq, 2 * n + 2, memory_order_release);
-    atomic_store_explicit(&sps_header(&w->ring)->progress.write_seq, n + 1, memory_order_seq_cst);
-    w->next = n + 1;
-    return sleepers_present(w) ? SPS_WAKE : (int64_t)n;
+}
+
+/* Messages 0..next-1 are complete: publishes write_seq; 1 if someone sleeps. */
+static int advance(struct sps_writer *w, uint64_t next)
+{
+    atomic_store_explicit(&sps_header(&w->ring)->progress.write_seq, next, memory_order_seq_cst);
+    w->next = next;
+    return sleepers_present(w);
+}
+
+static int64_t end_write(struct sps_writer *w, struct sps_slot *slot, uint64_t n, uint64_t len)
+{
+    complete_slot(slot, n, len, 0);
+    return advance(w, n + 1) ? SPS_WAKE : (int64_t)n;
+}
+
+/* Only the last ring-full of skipped numbers needs a marker: readers that wanted an earlier
+ * one find its slot lapped, and resynchronise (counting) onto the markers. */
+static int skip(struct sps_writer *w, uint64_t count)
+{
+    if (w->state != WRITER_READY)
+        return writer_refusal(w);
+    if (count > (UINT64_C(1) << 62))
+        return SPS_TOO_LARGE;
+    uint64_t n = w->next, end = n + count;
+    uint64_t first = count > w->ring.slot_count ? end - w->ring.slot_count : n;
+    for (uint64_t m = first; m < end; m++)
+        complete_slot(begin_write(w, m), m, 0, SPS_SLOT_SKIPPED);
+    return count && advance(w, end) ? SPS_WAKE : SPS_OK;
 }
 
 static int64_t publish(struct sps_writer *w, const char *data, uint64_t len)
@@ -199,6 +226,15 @@ int64_t sps_commit(struct sps_writer *w)
     if (!sps_enter(&w->busy, &w->closed))
         return writer_refusal(w);
     int64_t rc = commit(w);
+    sps_leave(&w->busy);
+    return rc;
+}
+
+int sps_skip(struct sps_writer *w, uint64_t count)
+{
+    if (!sps_enter(&w->busy, &w->closed))
+        return writer_refusal(w);
+    int rc = skip(w, count);
     sps_leave(&w->busy);
     return rc;
 }
@@ -295,6 +331,25 @@ static void resync(struct sps_reader *r, uint64_t seen)
     r->next = target;
 }
 
+/* Message n was skipped by the publisher (see sps_skip): it counts as lost. */
+static void pass_marker(struct sps_reader *r, uint64_t n)
+{
+    r->lost += 1;
+    r->next = n + 1;
+    if (r->entry != NULL)
+        report_progress(r);
+}
+
+/* True if the complete slot seen with sequence s1 is a skip marker, re-checked after the
+ * flags were read (a marker torn by a new write is no marker). */
+static int is_marker(struct sps_slot *slot, uint64_t s1)
+{
+    if (!(atomic_load_explicit(&slot->flags, memory_order_relaxed) & SPS_SLOT_SKIPPED))
+        return 0;
+    atomic_thread_fence(memory_order_acquire);
+    return atomic_load_explicit(&slot->seq, memory_order_relaxed) == s1;
+}
+
 static int64_t read_next(struct sps_reader *r, char *dst, uint64_t cap)
 {
     for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
@@ -304,6 +359,10 @@ static int64_t read_next(struct sps_reader *r, char *dst, uint64_t cap)
         uint64_t s1 = atomic_load_explicit(&slot->seq, memory_order_acquire);
         if (s1 < want)
             return SPS_EMPTY;
+        if (s1 == want && is_marker(slot, s1)) {
+            pass_marker(r, n);
+            continue;
+        }
         if (s1 == want) {
             uint64_t len = atomic_load_explicit(&slot->length, memory_order_relaxed);
             if (len > r->ring.slot_capacity) /* only a torn or forged length */
@@ -330,13 +389,34 @@ static int64_t read_next(struct sps_reader *r, char *dst, uint64_t cap)
     return SPS_BUSY;
 }
 
+/* The newest message at or before number n that is not a skip marker, looking back at most
+ * a ring-full: its number, or UINT64_MAX if none; SPS_BUSY-worthy (overwritten) as -2. */
+static int64_t newest_message(struct sps_reader *r, uint64_t written)
+{
+    for (uint64_t back = 0; back < r->ring.slot_count && back < written; back++) {
+        uint64_t n = written - 1 - back;
+        struct sps_slot *slot = sps_slot_of(&r->ring, n);
+        uint64_t s1 = atomic_load_explicit(&slot->seq, memory_order_acquire);
+        if (s1 != 2 * n + 2)
+            return -2; /* overwritten meanwhile: look at write_seq again */
+        if (!is_marker(slot, s1))
+            return (int64_t)n;
+    }
+    return -1; /* nothing but skip markers in reach */
+}
+
 static int64_t read_latest(struct sps_reader *r, char *dst, uint64_t cap, uint64_t *seq)
 {
     for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
         uint64_t written = sps_write_seq(&r->ring);
         if (written == 0)
             return SPS_EMPTY;
-        uint64_t n = written - 1;
+        int64_t found = newest_message(r, written);
+        if (found == -1)
+            return SPS_EMPTY;
+        if (found < 0)
+            continue;
+        uint64_t n = (uint64_t)found;
         struct sps_slot *slot = sps_slot_of(&r->ring, n);
         uint64_t s1 = atomic_load_explicit(&slot->seq, memory_order_acquire);
         if (s1 != 2 * n + 2)
@@ -368,6 +448,10 @@ static int64_t view_begin(struct sps_reader *r, uint64_t *offset)
         uint64_t s1 = atomic_load_explicit(&slot->seq, memory_order_acquire);
         if (s1 < 2 * n + 2)
             return SPS_EMPTY;
+        if (s1 == 2 * n + 2 && is_marker(slot, s1)) {
+            pass_marker(r, n);
+            continue;
+        }
         if (s1 == 2 * n + 2) {
             uint64_t len = atomic_load_explicit(&slot->length, memory_order_relaxed);
             if (len > r->ring.slot_capacity)

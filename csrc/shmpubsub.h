@@ -21,7 +21,7 @@
 /* CDEF BEGIN */
 
 /* Bump on any change to the segment layout or to the protocol. */
-#define SPS_LAYOUT_VERSION 1
+#define SPS_LAYOUT_VERSION 2
 
 #define SPS_HEADER_SIZE 4096
 #define SPS_SLOT_HEADER_SIZE 16
@@ -175,6 +175,9 @@ int sps_writer_init(struct sps_writer *w, void *base, uint64_t size);
 int64_t sps_publish(struct sps_writer *w, const char *data, uint64_t len);
 /* Opens a loan of len bytes; *offset is where its payload starts in the mapping. */
 int sps_loan(struct sps_writer *w, uint64_t len, uint64_t *offset);
+/* Records that count message numbers were lost before they reached this publisher:
+ * subscribers count them in `lost` as if lapped. SPS_OK or SPS_WAKE, or a refusal. */
+int sps_skip(struct sps_writer *w, uint64_t count);
 int64_t sps_commit(struct sps_writer *w);
 int sps_abort(struct sps_writer *w);
 /* Marks the topic closed in shared memory; the handle refuses further use. Waits for

@@ -27,7 +27,7 @@ import pytest
 from helpers import time_limit
 
 import shmpubsub as sps
-from shmpubsub import admin, cli, wakeup
+from shmpubsub import _core, admin, cli, wakeup
 from shmpubsub.names import CONTROL_SUFFIX, PREFIX, SHM_DIR
 
 TIMES = "\N{MULTIPLICATION SIGN}"
@@ -304,7 +304,8 @@ def test_invalid_segments_are_listed_with_their_problem_and_gc_leaves_foreign_on
         assert sorted(ours(removed, junk, badname, oldversion, orphan, live.topic)) == sorted(
             [
                 f"{shm_path(oldversion)} (topic {oldversion!r}: the segment has layout version 99; this "
-                "shmpubsub speaks version 1 (publisher and subscriber must run compatible versions); "
+                f"shmpubsub speaks version {_core.LAYOUT_VERSION} (publisher and subscriber must run "
+                "compatible versions); "
                 "no publisher holds it)",
                 f"{shm_path(orphan, CONTROL_SUFFIX)} (control segment without a data segment)",
             ]

@@ -569,7 +569,7 @@ def test_subscriber_waits_for_a_creator_that_holds_the_lock(
 CORRUPTIONS = [
     ("magic", MAGIC, "<Q", 0x4F4F4F4F4F4F4F4F, "not a shmpubsub segment"),
     ("magic-one-bit", MAGIC, "<Q", 0x3150425553504D52, "not a shmpubsub segment"),
-    ("version-2", VERSION, "<I", 2, "layout version 2"),
+    ("version-7", VERSION, "<I", 7, "layout version 7"),
     ("version-0", VERSION, "<I", 0, "layout version 0"),
     ("version-max", VERSION, "<I", 2**32 - 1, f"layout version {2**32 - 1}"),
     ("header-size", HEADER_SIZE_FIELD, "<I", 8192, "header size"),

@@ -25,7 +25,7 @@ from .errors import (
 )
 
 #: The layout version this Python package speaks; the extension must agree.
-LAYOUT_VERSION: Final = 1
+LAYOUT_VERSION: Final = 2
 
 if lib.SPS_LAYOUT_VERSION != LAYOUT_VERSION:  # pragma: no cover - only with a stale build
     raise ImportError(
@@ -338,6 +338,17 @@ class Writer:
         if rc != lib.SPS_OK:
             raise self._refusal(rc, size)
         return int(offset[0])
+
+    def skip(self, count: int) -> None:
+        """Marks the next *count* sequence numbers as lost (see Publisher.skip)."""
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise InvalidArgument(f"the number of messages to skip must be an int >= 0, not {count!r}")
+        rc = lib.sps_skip(self._w, count)
+        if rc == _WAKE:
+            if self._wake is not None:
+                self._wake()
+        elif rc != lib.SPS_OK:
+            raise self._refusal(rc, count)
 
     def commit(self) -> int:
         seq: int = lib.sps_commit(self._w)

@@ -303,8 +303,8 @@ class BridgeIn(_Runner):
     Counters: :attr:`received`, :attr:`published`, :attr:`lost_remote` (messages the outbound
     bridge lost before sending: lapped on its host), :attr:`lost_network` (sent, or due to be
     sent, but never received: ZeroMQ dropped them, or the link or the outbound bridge was down),
-    :attr:`lost` (both). Local subscribers' own ``lost`` counts only what they missed locally;
-    see the README for why.
+    :attr:`lost` (both). The losses are passed on with ``Publisher.skip``, so local
+    subscribers count them in their own ``lost`` too.
     """
 
     def __init__(
@@ -387,6 +387,7 @@ class BridgeIn(_Runner):
             return
         self.received += 1
         pub = self._publisher_for(frame)
+        gap = 0
         if self._epoch != frame.epoch:
             # The first message, or the remote publisher was re-created: nothing to compare with.
             self._epoch = frame.epoch
@@ -399,6 +400,8 @@ class BridgeIn(_Runner):
             log.info("bridge in: sequence went back from %d to %d", self._next_seq, frame.seq)
         self._remote_lost = frame.lost
         self._next_seq = frame.seq + 1
+        if gap:  # local subscribers count what was lost upstream in their own `lost`
+            pub.skip(gap)
         pub.publish(frame.data)
         self.published += 1
 

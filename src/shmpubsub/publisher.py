@@ -128,6 +128,15 @@ class Publisher(Handle):
         """
         return self._writer.publish(data)
 
+    def skip(self, count: int) -> None:
+        """Records that the next *count* messages were lost before they reached this publisher
+        (a bridge republishing a remote topic, say): their sequence numbers are used up, and
+        every subscriber counts them in ``lost`` exactly as if it had been lapped, so that
+        ``received + lost`` still adds up. Costs one C call and at most one slot write per
+        number (one ring-full at most).
+        """
+        self._writer.skip(count)
+
     def loan(self, size: int) -> Loan:
         """Lends the next slot for a zero-copy write of exactly *size* bytes::
 
