@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -13,7 +14,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -344,6 +346,87 @@ def test_cli_bridge_out_and_in(topic: str) -> None:
             outputs = [proc.communicate(timeout=10)[1] for proc in procs]
             assert [proc.returncode for proc in procs] == [0, 0], outputs
             assert "forwarded" in outputs[0] and "received" in outputs[1]
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+    assert not os.path.exists(f"/dev/shm/shmpubsub.{local}")
+
+
+@pytest.fixture
+def two_hosts() -> Iterator[tuple[list[str], list[str], str]]:
+    """Two network namespaces joined by a veth pair: two hosts on one machine (skipped where
+    the test may not create them). Yields the command prefixes that run a program on host A
+    and on host B, and host A's address."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 to create network namespaces")
+    tag = uuid.uuid4().hex[:6]
+    host_a, host_b = f"sps-a-{tag}", f"sps-b-{tag}"
+    setup = [
+        ["ip", "netns", "add", host_a],
+        ["ip", "netns", "add", host_b],
+        [
+            "ip",
+            "link",
+            "add",
+            f"va{tag}",
+            "netns",
+            host_a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            f"vb{tag}",
+            "netns",
+            host_b,
+        ],
+        ["ip", "-n", host_a, "addr", "add", "10.231.7.1/30", "dev", f"va{tag}"],
+        ["ip", "-n", host_b, "addr", "add", "10.231.7.2/30", "dev", f"vb{tag}"],
+        ["ip", "-n", host_a, "link", "set", f"va{tag}", "up"],
+        ["ip", "-n", host_b, "link", "set", f"vb{tag}", "up"],
+        ["ip", "-n", host_a, "link", "set", "lo", "up"],
+        ["ip", "-n", host_b, "link", "set", "lo", "up"],
+    ]
+    try:
+        for step in setup:
+            done = subprocess.run(step, capture_output=True, text=True, timeout=10)
+            if done.returncode != 0:
+                pytest.skip(f"cannot create the test hosts: {' '.join(step)}: {done.stderr.strip()}")
+        yield ["ip", "netns", "exec", host_a], ["ip", "netns", "exec", host_b], "10.231.7.1"
+    finally:
+        for host in (host_a, host_b):  # deleting a namespace deletes its end of the veth pair
+            subprocess.run(["ip", "netns", "del", host], capture_output=True, timeout=10)
+
+
+def test_bridge_between_two_hosts(topic: str, two_hosts: tuple[list[str], list[str], str]) -> None:
+    """The outbound bridge runs on host A, the inbound one on host B, over a veth link: every
+    message arrives in order. (Both hosts share this machine's /dev/shm, hence the --as name.)"""
+    on_a, on_b, address_a = two_hosts
+    address = f"tcp://{address_a}:{free_port()}"
+    local = topic + "-b"
+    command = [sys.executable, "-m", "shmpubsub", "bridge"]
+    with Publisher(topic, slots=1024, slot_size=256) as pub:
+        procs = [
+            subprocess.Popen(
+                [*on_a, *command, "out", topic, "--bind", address], stderr=subprocess.PIPE, text=True
+            ),
+            subprocess.Popen(
+                [*on_b, *command, "in", topic, "--connect", address, "--as", local],
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+        ]
+        try:
+            with attach(local, 30, lambda: pub.publish(WARM)) as sub:
+                for i in range(500):
+                    pub.publish(INDEX.pack(i) + bytes(100))
+                assert receive_indexes(sub, 499, 20) == list(range(500))
+                assert sub.lost == 0
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            outputs = [proc.communicate(timeout=10)[1] for proc in procs]
+            assert [proc.returncode for proc in procs] == [0, 0], outputs
         finally:
             for proc in procs:
                 if proc.poll() is None:
