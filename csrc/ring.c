@@ -389,8 +389,9 @@ static int64_t read_next(struct sps_reader *r, char *dst, uint64_t cap)
     return SPS_BUSY;
 }
 
-/* The newest message at or before number n that is not a skip marker, looking back at most
- * a ring-full: its number, or UINT64_MAX if none; SPS_BUSY-worthy (overwritten) as -2. */
+/* The newest message before number `written` that is not a skip marker, looking back at most
+ * a ring-full: its number; -1 if there are only markers in reach; -2 if a slot was
+ * overwritten meanwhile (the caller looks at write_seq again). */
 static int64_t newest_message(struct sps_reader *r, uint64_t written)
 {
     for (uint64_t back = 0; back < r->ring.slot_count && back < written; back++) {
