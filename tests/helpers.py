@@ -87,3 +87,22 @@ class Children:
     def kill(proc: Any) -> None:
         proc.kill()
         proc.join(10)
+
+
+class ArmHook:
+    """Wraps a Subscriber's private C reader: runs *action* once, right after the subscriber's
+    first arm() (which found nothing), to force one legal interleaving with the publisher."""
+
+    def __init__(self, inner: Any, action: Callable[[], None]) -> None:
+        self._inner = inner
+        self._action: Callable[[], None] | None = action
+
+    def arm(self) -> bool:
+        ready = bool(self._inner.arm())
+        if self._action is not None:
+            action, self._action = self._action, None
+            action()
+        return ready
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)

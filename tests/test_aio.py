@@ -18,11 +18,10 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import Children, check_drained, get_result
+from helpers import ArmHook, Children, check_drained, get_result
 
 import shmpubsub as sps
 import shmpubsub.aio as aio
@@ -262,25 +261,6 @@ def test_close_ends_awaiting_subscribers_after_draining(topic: str, closer: str)
         check_drained(outcome[1], k)
 
 
-class _ArmHook:
-    """Wraps a Subscriber's private C reader: runs *action* once, right after the subscriber's
-    first arm() (which found nothing), to force one legal interleaving with the publisher."""
-
-    def __init__(self, inner: Any, action: Callable[[], None]) -> None:
-        self._inner = inner
-        self._action: Callable[[], None] | None = action
-
-    def arm(self) -> bool:
-        ready = bool(self._inner.arm())
-        if self._action is not None:
-            action, self._action = self._action, None
-            action()
-        return ready
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
 def test_last_message_published_just_before_close_is_received(topic: str) -> None:
     """Deterministic: the awaiting subscriber arms and finds nothing; at that instant the
     publisher publishes its last message and closes. receive() must still deliver it."""
@@ -294,7 +274,7 @@ def test_last_message_published_just_before_close_is_received(topic: str) -> Non
                     pub.publish(b"last")
                     pub.close()
 
-                sub._sub._reader = _ArmHook(sub._sub._reader, publisher_finishes)  # type: ignore[assignment]
+                sub._sub._reader = ArmHook(sub._sub._reader, publisher_finishes)  # type: ignore[assignment]
                 try:
                     msg = await sub.receive(timeout=1)
                 except PublisherGone:

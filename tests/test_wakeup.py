@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from helpers import Children, check_drained, get_result
+from helpers import ArmHook, Children, check_drained, get_result
 
 import shmpubsub as sps
 from shmpubsub import Publisher, PublisherGone, ReceiveTimeout, Subscriber, _core, _proc, wakeup
@@ -136,25 +136,6 @@ class _CountingReader:
     def arm(self) -> bool:
         self.arms += 1
         return bool(self._inner.arm())
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class _ArmHook:
-    """Wraps a Subscriber's private C reader: runs *action* once, right after the subscriber's
-    first arm() (which found nothing), to force one legal interleaving with the publisher."""
-
-    def __init__(self, inner: Any, action: Callable[[], None]) -> None:
-        self._inner = inner
-        self._action: Callable[[], None] | None = action
-
-    def arm(self) -> bool:
-        ready = bool(self._inner.arm())
-        if self._action is not None:
-            action, self._action = self._action, None
-            action()
-        return ready
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -804,7 +785,7 @@ def test_last_messages_published_just_before_close_are_received(topic: str, spin
             pub.publish(b"last")
             pub.close()
 
-        sub._reader = _ArmHook(sub._reader, publisher_finishes)  # type: ignore[assignment]
+        sub._reader = ArmHook(sub._reader, publisher_finishes)  # type: ignore[assignment]
         try:
             msg = sub.receive(timeout=1)
         except PublisherGone:

@@ -99,11 +99,25 @@ def decode(parts: list[bytes]) -> Frame:
 class _Runner:
     """What both bridges share: a stop event, run()/close() from any thread, context manager."""
 
-    def __init__(self) -> None:
+    def __init__(self, topic: str, kind: str, context: Any) -> None:
+        zmq = _zmq()
+        self.topic = validate_topic(topic)
+        self._topic_bytes = self.topic.encode()
         self._stop = threading.Event()
         self._running = threading.Lock()
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._zmq = zmq
+        self._own_context = context is None
+        self._context = zmq.Context() if context is None else context
+        self._socket = self._context.socket(getattr(zmq, kind))
+        self._socket.setsockopt(zmq.LINGER, 0)
+
+    def _close_socket(self) -> None:
+        """Closes the socket, and the context if it is ours."""
+        self._socket.close(0)
+        if self._own_context:
+            self._context.term()
 
     def _step(self, timeout: float) -> None:
         raise NotImplementedError
@@ -183,28 +197,19 @@ class BridgeOut(_Runner):
         start: str = "next",
         context: Any = None,
     ) -> None:
-        super().__init__()
-        zmq = _zmq()
-        self.topic = validate_topic(topic)
-        self._topic_bytes = self.topic.encode()
+        super().__init__(topic, "PUB", context)
+        zmq = self._zmq
         self._start = start
-        self._own_context = context is None
-        self._context = zmq.Context() if context is None else context
-        self._socket = self._context.socket(zmq.PUB)
         try:
             self._socket.setsockopt(zmq.SNDHWM, hwm)
-            self._socket.setsockopt(zmq.LINGER, 0)
             try:
                 self._socket.bind(bind)
             except zmq.ZMQError as e:
                 raise BridgeError(f"cannot bind {bind!r}: {e}") from None
             self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         except BaseException:
-            self._socket.close(0)
-            if self._own_context:
-                self._context.term()
+            self._close_socket()
             raise
-        self._zmq = zmq
         self._sub: Subscriber | None = None
         self._header: tuple[int, int, int] = (0, 0, 0)  # slots, slot_size, epoch
         self._dead_epoch: int | None = None
@@ -290,9 +295,7 @@ class BridgeOut(_Runner):
 
     def _release(self) -> None:
         self._detach()
-        self._socket.close(0)
-        if self._own_context:
-            self._context.term()
+        self._close_socket()
 
 
 class BridgeIn(_Runner):
@@ -317,18 +320,12 @@ class BridgeIn(_Runner):
         mode: int = 0o600,
         context: Any = None,
     ) -> None:
-        super().__init__()
-        zmq = _zmq()
-        self.topic = validate_topic(topic)
         self.local_name = validate_topic(local_name if local_name is not None else topic)
-        self._topic_bytes = self.topic.encode()
+        super().__init__(topic, "SUB", context)
+        zmq = self._zmq
         self._mode = mode
-        self._own_context = context is None
-        self._context = zmq.Context() if context is None else context
-        self._socket = self._context.socket(zmq.SUB)
         try:
             self._socket.setsockopt(zmq.RCVHWM, hwm)
-            self._socket.setsockopt(zmq.LINGER, 0)
             self._socket.setsockopt(zmq.RECONNECT_IVL, 100)
             self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
             self._socket.setsockopt(zmq.SUBSCRIBE, self._topic_bytes)
@@ -337,11 +334,8 @@ class BridgeIn(_Runner):
             except zmq.ZMQError as e:
                 raise BridgeError(f"cannot connect to {connect!r}: {e}") from None
         except BaseException:
-            self._socket.close(0)
-            if self._own_context:
-                self._context.term()
+            self._close_socket()
             raise
-        self._zmq = zmq
         self.publisher: Publisher | None = None
         self._epoch: int | None = None
         self._next_seq = 0  # the remote sequence number expected next
@@ -439,9 +433,7 @@ class BridgeIn(_Runner):
 
     def _release(self) -> None:
         try:
-            self._socket.close(0)
-            if self._own_context:
-                self._context.term()
+            self._close_socket()
         finally:
             pub, self.publisher = self.publisher, None
             if pub is not None:
