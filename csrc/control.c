@@ -7,21 +7,11 @@
  * geometry, and a forged value can at worst cost a spurious or missing wake-up
  * for the forger, never a wild memory access or a lost message.
  */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#define _POSIX_C_SOURCE 200809L /* sched_yield */
 #include <sched.h>
 #include <string.h>
-#include <time.h>
 
 #include "layout.h"
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define cpu_relax() _mm_pause()
-#elif defined(__aarch64__)
-#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
-#else
-#define cpu_relax() ((void)0)
-#endif
 
 void sps_shut(int *closed, int *busy)
 {
@@ -254,38 +244,6 @@ void sps_disarm(struct sps_reader *r)
         atomic_fetch_and_explicit(sleepers_word(r), ~r->sleeper_bit, memory_order_relaxed);
     r->armed = 0;
     sps_leave(&r->busy);
-}
-
-static uint64_t monotonic_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int spin(struct sps_reader *r, uint64_t ns)
-{
-    const struct sps_shared_header *h = sps_header(&r->ring);
-    const _Atomic int *closing = (const _Atomic int *)(const void *)&r->closed;
-    uint64_t deadline = monotonic_ns() + ns;
-    for (uint32_t i = 0;; i++) {
-        if (atomic_load_explicit(&h->progress.write_seq, memory_order_acquire) > r->next)
-            return 1;
-        if (atomic_load_explicit(&h->progress.closed, memory_order_acquire))
-            return 2;
-        if ((i & 63) == 63 && (monotonic_ns() >= deadline || atomic_load_explicit(closing, memory_order_relaxed)))
-            return 0;
-        cpu_relax();
-    }
-}
-
-int sps_spin(struct sps_reader *r, uint64_t ns)
-{
-    if (!sps_enter(&r->busy, &r->closed))
-        return 2;
-    int rc = spin(r, ns);
-    sps_leave(&r->busy);
-    return rc;
 }
 
 void sps_writer_bind(struct sps_writer *w, const struct sps_control *c)

@@ -13,9 +13,20 @@
  * newer write, the fences make the re-load see the newer odd sequence, and the
  * copy is thrown away.
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <string.h>
+#include <time.h>
 
 #include "layout.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define cpu_relax() ((void)0)
+#endif
 
 enum writer_state { WRITER_READY = 0, WRITER_LOANED, WRITER_CLOSED, WRITER_FORKED };
 
@@ -167,6 +178,32 @@ static int64_t publish(struct sps_writer *w, const char *data, uint64_t len)
     return end_write(w, slot, n, len);
 }
 
+/* All or nothing: every length is checked before the first slot is touched. write_seq moves
+ * once, after the last message (one seq_cst store and one look at the sleepers per batch);
+ * readers take each message as soon as its own slot is complete. */
+static int64_t publish_many(struct sps_writer *w, const char *data, const uint64_t *lengths,
+                            uint64_t count, uint64_t record, uint64_t *bad)
+{
+    if (w->state != WRITER_READY)
+        return writer_refusal(w);
+    for (uint64_t i = 0; lengths != NULL && i < count; i++)
+        if (lengths[i] > w->ring.slot_capacity) {
+            *bad = i;
+            return SPS_TOO_LARGE;
+        }
+    if (lengths == NULL && count > 0 && record > w->ring.slot_capacity)
+        return SPS_TOO_LARGE;
+    uint64_t first = w->next;
+    for (uint64_t i = 0; i < count; i++) {
+        uint64_t len = lengths != NULL ? lengths[i] : record;
+        struct sps_slot *slot = begin_write(w, first + i);
+        copy_in(slot->payload, data, len);
+        complete_slot(slot, first + i, len, 0);
+        data += len;
+    }
+    return count && advance(w, first + count) ? SPS_WAKE : (int64_t)first;
+}
+
 static int loan(struct sps_writer *w, uint64_t len, uint64_t *offset)
 {
     if (w->state != WRITER_READY)
@@ -207,6 +244,17 @@ int64_t sps_publish(struct sps_writer *w, const char *data, uint64_t len)
     if (!sps_enter(&w->busy, &w->closed))
         return writer_refusal(w);
     int64_t rc = publish(w, data, len);
+    sps_leave(&w->busy);
+    return rc;
+}
+
+int64_t sps_publish_many(struct sps_writer *w, const char *data, const uint64_t *lengths,
+                         uint64_t count, uint64_t record, uint64_t *bad)
+{
+    *bad = 0;
+    if (!sps_enter(&w->busy, &w->closed))
+        return writer_refusal(w);
+    int64_t rc = publish_many(w, data, lengths, count, record, bad);
     sps_leave(&w->busy);
     return rc;
 }
@@ -269,6 +317,13 @@ void sps_writer_forked(struct sps_writer *w)
 }
 
 /* ---- reader ---- */
+
+static uint64_t monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 int sps_reader_init(struct sps_reader *r, const void *base, uint64_t size, int start, int resync)
 {
@@ -336,8 +391,6 @@ static void pass_marker(struct sps_reader *r, uint64_t n)
 {
     r->lost += 1;
     r->next = n + 1;
-    if (r->entry != NULL)
-        report_progress(r);
 }
 
 /* True if the complete slot seen with sequence s1 is a skip marker, re-checked after the
@@ -350,43 +403,79 @@ static int is_marker(struct sps_slot *slot, uint64_t s1)
     return atomic_load_explicit(&slot->seq, memory_order_relaxed) == s1;
 }
 
+/* Outcomes of one attempt at a message, besides a length and the public codes. */
+enum { LAPPED = -100, MARKER = -101 };
+
+/* One attempt at message r->next: copies and validates it (its length; the reader moves
+ * past it), or says why not: SPS_EMPTY (not there yet), SPS_BUFFER_TOO_SMALL (it stays
+ * unread), MARKER (a skip marker, not passed yet), LAPPED (*seen: the newer sequence word
+ * found in its slot). Reports no progress: the caller does, once per call. */
+static int64_t read_once(struct sps_reader *r, char *dst, uint64_t cap, uint64_t *seen)
+{
+    uint64_t n = r->next;
+    uint64_t want = 2 * n + 2;
+    struct sps_slot *slot = sps_slot_of(&r->ring, n);
+    uint64_t s1 = atomic_load_explicit(&slot->seq, memory_order_acquire);
+    if (s1 < want)
+        return SPS_EMPTY;
+    if (s1 == want && is_marker(slot, s1))
+        return MARKER;
+    if (s1 == want) {
+        uint64_t len = atomic_load_explicit(&slot->length, memory_order_relaxed);
+        if (len > r->ring.slot_capacity) /* only a torn or forged length */
+            len = r->ring.slot_capacity;
+        int fits = len <= cap;
+        if (fits)
+            copy_out(dst, slot->payload, len);
+        atomic_thread_fence(memory_order_acquire);
+        uint64_t s2 = atomic_load_explicit(&slot->seq, memory_order_relaxed);
+        if (s2 == s1 || !r->validate) {
+            r->last_len = len;
+            if (!fits)
+                return SPS_BUFFER_TOO_SMALL;
+            r->last_seq = n;
+            r->next = n + 1;
+            return (int64_t)len;
+        }
+        s1 = s2;
+    }
+    *seen = s1;
+    return LAPPED;
+}
+
+/* The next message, passing skip markers and absorbing laps (counted in r->lost). */
 static int64_t read_next(struct sps_reader *r, char *dst, uint64_t cap)
 {
     for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
-        uint64_t n = r->next;
-        uint64_t want = 2 * n + 2;
-        struct sps_slot *slot = sps_slot_of(&r->ring, n);
-        uint64_t s1 = atomic_load_explicit(&slot->seq, memory_order_acquire);
-        if (s1 < want)
-            return SPS_EMPTY;
-        if (s1 == want && is_marker(slot, s1)) {
-            pass_marker(r, n);
-            continue;
-        }
-        if (s1 == want) {
-            uint64_t len = atomic_load_explicit(&slot->length, memory_order_relaxed);
-            if (len > r->ring.slot_capacity) /* only a torn or forged length */
-                len = r->ring.slot_capacity;
-            int fits = len <= cap;
-            if (fits)
-                copy_out(dst, slot->payload, len);
-            atomic_thread_fence(memory_order_acquire);
-            uint64_t s2 = atomic_load_explicit(&slot->seq, memory_order_relaxed);
-            if (s2 == s1 || !r->validate) {
-                r->last_len = len;
-                if (!fits)
-                    return SPS_BUFFER_TOO_SMALL;
-                r->last_seq = n;
-                r->next = n + 1;
-                if (r->entry != NULL)
-                    report_progress(r);
-                return (int64_t)len;
-            }
-            s1 = s2;
-        }
-        resync(r, s1);
+        uint64_t seen = 0;
+        int64_t rc = read_once(r, dst, cap, &seen);
+        if (rc == MARKER)
+            pass_marker(r, r->next);
+        else if (rc == LAPPED)
+            resync(r, seen);
+        else
+            return rc;
     }
     return SPS_BUSY;
+}
+
+/* read_next, then consecutive messages behind it end to end in dst (ends[i]: where the
+ * i-th ends) while they are there, fit, and follow without a gap: a batch holds messages
+ * r->last_seq - count + 1 .. r->last_seq. The count, or read_next's code if none. */
+static int64_t read_many(struct sps_reader *r, char *dst, uint64_t cap, uint64_t *ends, uint64_t max)
+{
+    if (max == 0)
+        return SPS_EMPTY;
+    int64_t rc = read_next(r, dst, cap);
+    if (rc < 0)
+        return rc;
+    uint64_t used = (uint64_t)rc, count = 1, seen;
+    ends[0] = used;
+    while (count < max && (rc = read_once(r, dst + used, cap - used, &seen)) >= 0) {
+        used += (uint64_t)rc;
+        ends[count++] = used;
+    }
+    return (int64_t)count;
 }
 
 /* The newest message before number `written` that is not a skip marker, looking back at most
@@ -476,24 +565,92 @@ static int view_end(struct sps_reader *r)
     struct sps_slot *slot = sps_slot_of(&r->ring, r->next);
     atomic_thread_fence(memory_order_acquire); /* the caller's reads of the payload come first */
     uint64_t now = atomic_load_explicit(&slot->seq, memory_order_relaxed);
-    if (now != seen) {
+    if (now != seen && r->validate) {
         resync(r, now);
         return SPS_OVERWRITTEN;
     }
     r->last_seq = r->next;
     r->next += 1;
-    if (r->entry != NULL)
-        report_progress(r);
     return SPS_OK;
 }
 
+/* Spins until message r->next is there or its slot was lapped (1), the topic closed (2),
+ * ns passed or the reader is being closed (0). It watches the slot's own sequence word:
+ * its cache line also holds the message's length and first bytes, so the read that
+ * follows starts with them at hand. */
+static int spin(struct sps_reader *r, uint64_t ns)
+{
+    const struct sps_slot *slot = sps_slot_of(&r->ring, r->next);
+    uint64_t want = 2 * r->next + 2;
+    const _Atomic int *closing = (const _Atomic int *)(const void *)&r->closed;
+    uint64_t deadline = monotonic_ns() + ns;
+    for (uint32_t i = 1;; i++) {
+        if (atomic_load_explicit(&slot->seq, memory_order_acquire) >= want)
+            return 1;
+        if ((i & 63) == 0) { /* the rest now and then: they cost a cache miss or a clock read */
+            if (sps_topic_closed(&r->ring))
+                return 2;
+            if (monotonic_ns() >= deadline || atomic_load_explicit(closing, memory_order_relaxed))
+                return 0;
+        }
+        cpu_relax();
+    }
+}
+
 /* ---- the reader's public calls: each counted in flight (see sps_enter) ---- */
+
+/* Publishes our position in our control entry if a call moved it. */
+static void moved(struct sps_reader *r, uint64_t from)
+{
+    if (r->next != from && r->entry != NULL)
+        report_progress(r);
+}
 
 int64_t sps_read(struct sps_reader *r, char *dst, uint64_t cap)
 {
     if (!sps_enter(&r->busy, &r->closed))
         return SPS_CLOSED;
+    uint64_t from = r->next;
     int64_t rc = read_next(r, dst, cap);
+    moved(r, from);
+    sps_leave(&r->busy);
+    return rc;
+}
+
+int64_t sps_take(struct sps_reader *r)
+{
+    return sps_read(r, r->scratch, r->take_cap);
+}
+
+int64_t sps_take_wait(struct sps_reader *r)
+{
+    if (!sps_enter(&r->busy, &r->closed))
+        return SPS_CLOSED;
+    uint64_t from = r->next;
+    int64_t rc = read_next(r, r->scratch, r->take_cap);
+    if (rc == SPS_EMPTY && r->spin_ns > 0 && spin(r, r->spin_ns) == 1)
+        rc = read_next(r, r->scratch, r->take_cap);
+    moved(r, from);
+    sps_leave(&r->busy);
+    return rc;
+}
+
+int64_t sps_take_many(struct sps_reader *r)
+{
+    if (!sps_enter(&r->busy, &r->closed))
+        return SPS_CLOSED;
+    uint64_t from = r->next;
+    int64_t rc = read_many(r, r->scratch, r->batch_cap, r->ends, r->batch_max);
+    moved(r, from);
+    sps_leave(&r->busy);
+    return rc;
+}
+
+int sps_spin(struct sps_reader *r, uint64_t ns)
+{
+    if (!sps_enter(&r->busy, &r->closed))
+        return 2;
+    int rc = spin(r, ns);
     sps_leave(&r->busy);
     return rc;
 }
@@ -513,7 +670,9 @@ int64_t sps_view_begin(struct sps_reader *r, uint64_t *offset)
     r->view_seq = 0;
     if (!sps_enter(&r->busy, &r->closed))
         return SPS_CLOSED;
+    uint64_t from = r->next;
     int64_t rc = view_begin(r, offset);
+    moved(r, from);
     sps_leave(&r->busy);
     return rc;
 }
@@ -522,7 +681,9 @@ int sps_view_end(struct sps_reader *r)
 {
     if (!sps_enter(&r->busy, &r->closed))
         return SPS_CLOSED;
+    uint64_t from = r->next;
     int rc = view_end(r);
+    moved(r, from);
     sps_leave(&r->busy);
     return rc;
 }

@@ -112,6 +112,14 @@ struct sps_reader {
     uint64_t sleeper_bit;     /* our bit in *sleepers */
     uint64_t *sleepers;       /* the word of the sleepers bitmap holding our bit (NULL: unbound) */
     unsigned char *entry;     /* our control entry, where we publish our position and losses */
+    /* Where the sps_take calls copy to, set once by the caller: they take the reader as their
+     * only argument, because from Python a one-argument call costs half of a longer one. */
+    char *scratch;            /* copies go here */
+    uint64_t take_cap;        /* sps_take and sps_take_wait: the largest message copied */
+    uint64_t batch_cap;       /* sps_take_many: bytes of scratch it may fill */
+    uint64_t *ends;           /* sps_take_many: where each message ends in scratch */
+    uint64_t batch_max;       /* sps_take_many: the most messages (entries in ends) */
+    uint64_t spin_ns;         /* sps_take_wait: how long it spins for a message not there yet */
 };
 
 /* A process-local view of a validated control segment. */
@@ -174,6 +182,12 @@ int sps_header_read(const void *base, uint64_t size, struct sps_header_info *inf
 int sps_writer_init(struct sps_writer *w, void *base, uint64_t size);
 int64_t sps_publish(struct sps_writer *w, const char *data, uint64_t len);
 /* Opens a loan of len bytes; *offset is where its payload starts in the mapping. */
+/* Publishes count messages laid end to end in data: lengths[i] bytes each, or, with
+ * lengths NULL, record bytes each. All or none: SPS_TOO_LARGE (*bad: the index) publishes
+ * nothing. The number of the first message, or SPS_WAKE (the first is then the writer's
+ * next minus count), or a refusal as sps_publish. */
+int64_t sps_publish_many(struct sps_writer *w, const char *data, const uint64_t *lengths,
+                         uint64_t count, uint64_t record, uint64_t *bad);
 int sps_loan(struct sps_writer *w, uint64_t len, uint64_t *offset);
 /* Records that count message numbers were lost before they reached this publisher:
  * subscribers count them in `lost` as if lapped. SPS_OK or SPS_WAKE, or a refusal. */
@@ -191,6 +205,16 @@ int sps_reader_init(struct sps_reader *r, const void *base, uint64_t size, int s
 /* Copies the next message into dst: its length, SPS_EMPTY, SPS_BUFFER_TOO_SMALL,
  * SPS_BUSY or SPS_CLOSED. Lapping is absorbed: r->lost grows by the exact count. */
 int64_t sps_read(struct sps_reader *r, char *dst, uint64_t cap);
+/* sps_read into r->scratch, at most r->take_cap bytes. */
+int64_t sps_take(struct sps_reader *r);
+/* sps_take; if there is no message, spins for one up to r->spin_ns first (SPS_EMPTY if
+ * none came). */
+int64_t sps_take_wait(struct sps_reader *r);
+/* Up to r->batch_max consecutive messages at once into r->scratch: the count, with message
+ * i at scratch[ends[i-1]..ends[i]) (ends[-1] = 0) and numbered r->last_seq - count + 1 + i;
+ * or, if not even one, sps_read's code (with r->batch_cap as the capacity). Stops before a
+ * gap (a lap, a skip marker), a message not there yet, or one that does not fit. */
+int64_t sps_take_many(struct sps_reader *r);
 /* Copies the newest complete message without moving the stream; *seq gets its number. */
 int64_t sps_read_latest(struct sps_reader *r, char *dst, uint64_t cap, uint64_t *seq);
 /* Zero-copy read of the next message: its length (and *offset of its payload in the

@@ -28,7 +28,7 @@ from .errors import (
     TopicExists,
     TopicNotFound,
 )
-from .message import Message
+from .message import Batch, Message
 from .names import PREFIX
 from .publisher import Loan, Publisher
 from .segment import Segment
@@ -38,6 +38,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PREFIX",
+    "Batch",
     "ClosedError",
     "InvalidArgument",
     "InvalidSegment",

@@ -23,6 +23,7 @@ from .errors import (
     MessageTooLarge,
     ShmPubSubError,
 )
+from .message import Batch, Message
 
 #: The layout version this Python package speaks; the extension must agree.
 LAYOUT_VERSION: Final = 2
@@ -285,13 +286,17 @@ def as_buffer(data: Buffer) -> Any:
         raise InvalidArgument(f"the buffer must be contiguous: {e}") from None
 
 
+_BYTE_SIZED: Final = frozenset({bytes, bytearray})
+
+
 class Writer:
     """The publishing end of a mapped ring."""
 
-    __slots__ = ("_base", "_topic", "_w", "_wake")
+    __slots__ = ("_bad", "_base", "_topic", "_w", "_wake")
 
     def __init__(self, base: Any, size: int, topic: str) -> None:
         self._w = ffi.new("struct sps_writer *")
+        self._bad = ffi.new("uint64_t *")
         self._base = base
         self._topic = topic
         self._wake: Callable[[], None] | None = None
@@ -328,6 +333,45 @@ class Writer:
                 self._wake()
             return int(self._w.next) - 1
         raise self._refusal(code, len(data) if type(data) is bytes else len(as_buffer(data)))
+
+    def publish_many(self, messages: Any, size: int | None) -> int:
+        """Publishes a batch (see Publisher.publish_many): the first message's number."""
+        if size is None:
+            if not isinstance(messages, (list, tuple)):
+                messages = list(messages)
+            if set(map(type, messages)) <= _BYTE_SIZED:  # their len() counts bytes
+                lengths = list(map(len, messages))
+            else:
+                lengths = [len(as_buffer(m)) for m in messages]
+            try:
+                data = b"".join(messages)
+            except (TypeError, BufferError) as e:
+                raise InvalidType(f"publish_many takes bytes-like messages: {e}") from None
+            count, record = len(lengths), 0
+        else:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+                raise InvalidArgument(f"size must be an int >= 1, not {size!r}")
+            data = as_buffer(messages)
+            count, rest = divmod(len(data), size)
+            if rest:
+                raise InvalidArgument(
+                    f"a buffer of {len(data)} bytes does not hold a whole number of {size}-byte messages"
+                )
+            lengths, record = None, size
+        bad = self._bad
+        first: int = lib.sps_publish_many(self._w, data, lengths or ffi.NULL, count, record, bad)
+        if first >= 0:
+            return first
+        if first == _WAKE:
+            if self._wake is not None:
+                self._wake()
+            return int(self._w.next) - count
+        if first == lib.SPS_TOO_LARGE and lengths:
+            raise MessageTooLarge(
+                f"message {bad[0]} of the batch has {lengths[bad[0]]} bytes: it does not fit topic "
+                f"{self._topic!r} (slot_size={self.capacity}); nothing was published"
+            )
+        raise self._refusal(first, record)
 
     def loan(self, size: int) -> int:
         """Opens a loan; returns the payload's offset in the mapping."""
@@ -388,20 +432,42 @@ class Writer:
         return ClosedError(f"topic {self._topic!r}: the publisher is closed")
 
 
+#: Messages up to this size are copied out through the reader's scratch buffer (two copies,
+#: one C call); larger ones straight from the slot into the returned bytes (one copy, two C
+#: calls), where the second copy would cost more than the call.
+SCRATCH_COPY_MAX: Final = 4096
+#: The scratch buffer that batches of small messages are copied into, and the most
+#: messages one batch holds.
+BATCH_BYTES: Final = 65536
+MAX_BATCH: Final = 4096
+
+
 class Reader:
     """The reading end of a mapped ring: copies messages out and validates them."""
 
-    __slots__ = ("_cap", "_r", "_scratch", "_seq_out", "_topic")
+    __slots__ = ("_batch_max", "_ends", "_mapping", "_r", "_scratch", "_seq_out", "_spin_ns", "_topic")
 
-    def __init__(self, base: Any, size: int, topic: str, start: int, resync: int) -> None:
+    def __init__(
+        self, base: Any, size: int, mapping: memoryview, topic: str, start: int, resync: int
+    ) -> None:
+        """*base* points at the start of *mapping* (a view of the segment), which holds the ring's
+        *size* bytes."""
         self._r = ffi.new("struct sps_reader *")
         self._topic = topic
+        self._mapping = mapping
         rc = lib.sps_reader_init(self._r, base, size, start, resync)
         if rc != lib.SPS_OK:  # pragma: no cover - validated just before
             raise InvalidSegment(f"topic {topic!r}: cannot attach a reader (code {rc})")
-        self._cap = int(self._r.ring.slot_capacity)
-        self._scratch = ffi.new("char[]", max(self._cap, 1))
+        self._scratch = ffi.new("char[]", BATCH_BYTES)
+        self._ends = ffi.new("uint64_t[]", MAX_BATCH)
         self._seq_out = ffi.new("uint64_t *")
+        r = self._r
+        r.scratch = self._scratch
+        r.take_cap = min(int(r.ring.slot_capacity), SCRATCH_COPY_MAX)
+        r.batch_cap = BATCH_BYTES
+        r.ends = self._ends
+        r.batch_max = self._batch_max = MAX_BATCH
+        r.spin_ns = self._spin_ns = 0
 
     @property
     def lost(self) -> int:
@@ -446,20 +512,66 @@ class Reader:
         2 when the topic closed, 0 on time-out."""
         return int(lib.sps_spin(self._r, int(seconds * 1e9)))
 
-    def read(self) -> tuple[bytes, int] | None:
-        """The next message as (payload, sequence number), or None if there is none yet (or if
-        the writer overwrote every message while it was being copied, for 20 ms on end)."""
-        n: int = lib.sps_read(self._r, self._scratch, self._cap)
+    def read(self) -> Message | None:
+        """The next message, or None if there is none yet (or if the writer overwrote every
+        message while it was being copied, for 20 ms on end)."""
+        n: int = lib.sps_take(self._r)
         if n >= 0:
-            return ffi.unpack(self._scratch, n), self._r.last_seq
-        deadline = _busy_deadline()
-        while n == _BUSY and time.monotonic() < deadline:
-            n = lib.sps_read(self._r, self._scratch, self._cap)
-            if n >= 0:
-                return ffi.unpack(self._scratch, n), self._r.last_seq
-        if n in (_EMPTY, _BUSY):
+            return Message(ffi.unpack(self._scratch, n), self._r.last_seq)
+        return self._read_slow(n)
+
+    def read_wait(self, spin_ns: int) -> Message | None:
+        """read(), having spun up to *spin_ns* (in C, the GIL released) for a message."""
+        if spin_ns != self._spin_ns:
+            self._r.spin_ns = self._spin_ns = spin_ns
+        n: int = lib.sps_take_wait(self._r)
+        if n >= 0:
+            return Message(ffi.unpack(self._scratch, n), self._r.last_seq)
+        return self._read_slow(n)
+
+    def _read_slow(self, n: int) -> Message | None:
+        """read()'s other outcomes: a large message, nothing, or a writer too fast to copy from."""
+        deadline = 0.0
+        while n < 0:
+            if n == lib.SPS_BUFFER_TOO_SMALL:
+                got = self._copy_from_slot()
+                if got is not None:
+                    return got  # else it was overwritten while copied (counted lost): go on
+            elif n == _EMPTY:
+                return None
+            elif n != _BUSY:
+                raise self._refusal(n)
+            deadline = deadline or _busy_deadline()
+            if time.monotonic() >= deadline:
+                return None
+            n = lib.sps_take(self._r)
+        return Message(ffi.unpack(self._scratch, n), self._r.last_seq)
+
+    def _copy_from_slot(self) -> Message | None:
+        """Copies the next message straight out of its slot into new bytes, then validates the
+        copy (as a view would be): None if it was overwritten meanwhile (counted lost)."""
+        located = self.view_begin()
+        if located is None:
             return None
-        raise self._refusal(n)
+        offset, n = located
+        seq = int(self._r.next)
+        data = self._mapping[offset : offset + n].tobytes()
+        return Message(data, seq) if self.view_end() else None
+
+    def read_many(self, max_messages: int) -> Batch:
+        """Up to *max_messages* consecutive messages at once (one C call for all of them); an
+        empty batch if there is none yet."""
+        max_messages = min(max_messages, MAX_BATCH)
+        if max_messages != self._batch_max:
+            self._r.batch_max = self._batch_max = max_messages
+        count: int = lib.sps_take_many(self._r)
+        if count > 0:
+            ends = ffi.unpack(self._ends, count)
+            data = ffi.buffer(self._scratch, ends[-1])
+            payloads = [data[start:end] for start, end in zip([0, *ends], ends, strict=False)]
+            return Batch(payloads, int(self._r.last_seq) - count + 1)
+        got = self._read_slow(count)  # a message larger than the scratch buffer, or nothing
+        return Batch([], self.next_seq) if got is None else Batch([got.data], got.seq)
 
     def read_into(self, buffer: Buffer) -> int | None:
         """Copies the next message into *buffer*; its length, or None if there is none yet."""
@@ -487,12 +599,17 @@ class Reader:
                 )
             raise self._refusal(n)
 
-    def read_latest(self) -> tuple[bytes, int] | None:
+    def read_latest(self) -> Message | None:
+        buffer, size = self._scratch, BATCH_BYTES
         deadline = 0.0
         while True:
-            n: int = lib.sps_read_latest(self._r, self._scratch, self._cap, self._seq_out)
+            n: int = lib.sps_read_latest(self._r, buffer, size, self._seq_out)
             if n >= 0:
-                return ffi.unpack(self._scratch, n), int(self._seq_out[0])
+                return Message(ffi.unpack(buffer, n), int(self._seq_out[0]))
+            if n == lib.SPS_BUFFER_TOO_SMALL:  # larger than the scratch buffer: a buffer of its size
+                size = int(self._r.last_len)
+                buffer = ffi.new("char[]", size)
+                continue
             if n == _BUSY:
                 deadline = deadline or _busy_deadline()
                 if time.monotonic() < deadline:
