@@ -47,6 +47,12 @@ struct sps_shared_header {
     unsigned char pad1[SPS_BLOCK - sizeof(struct sps_progress)];
 };
 
+/* A lapped reader that resumes at the oldest message resumes this many messages after it.
+ * The oldest is the very slot the writer overwrites next: a reader slower than the writer
+ * would be lapped again while copying it, over and over, and deliver almost nothing. A
+ * fraction of the ring gives it time to read on; the smallest rings have no margin. */
+#define SPS_LAP_MARGIN(slot_count) ((slot_count) / SPS_LAP_MARGIN_DIVISOR)
+
 /* Every slot starts on a 64-byte boundary; seq, length and the first 48
  * payload bytes share one cache line. seq is 2n+1 while message n is being
  * written and 2n+2 once it is complete (0: never written). */

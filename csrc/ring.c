@@ -379,8 +379,8 @@ static void resync(struct sps_reader *r, uint64_t seen)
     uint64_t target;
     if (r->resync == SPS_RESYNC_LATEST)
         target = written > 0 ? written - 1 : 0;
-    else
-        target = started > n_slots ? started - n_slots : 0;
+    else /* the oldest message is the writer's next victim: resume a margin ahead of it */
+        target = started > n_slots ? started - n_slots + SPS_LAP_MARGIN(n_slots) : 0;
     target = max_u64(target, r->next + 1);
     r->lost += target - r->next;
     r->next = target;

@@ -44,8 +44,9 @@ enum sps_start {
 };
 
 /* Where a lapped reader resumes. */
+#define SPS_LAP_MARGIN_DIVISOR 8 /* oldest: slot_count / this after the oldest (layout.h) */
 enum sps_resync {
-    SPS_RESYNC_OLDEST = 0, /* the oldest message that can still be intact */
+    SPS_RESYNC_OLDEST = 0, /* near the oldest message that can still be intact */
     SPS_RESYNC_LATEST = 1  /* the newest complete message */
 };
 

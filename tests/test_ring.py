@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import shmpubsub as sps
+from shmpubsub._core import lap_margin
 
 # -- helpers -------------------------------------------------------------------------------------
 
@@ -78,10 +79,16 @@ def test_interleaved_publish_and_receive_keeps_order(topic: str) -> None:
 # -- lapping ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("slots", [1, 2, 4, 8])
+@pytest.mark.parametrize("slots", [1, 2, 4, 8, 16])
 @pytest.mark.parametrize("before", [0, 3])
 @pytest.mark.parametrize("extra", [1, 2, 5, 17])
-def test_lapped_oldest_keeps_the_newest_ring_full(topic: str, slots: int, before: int, extra: int) -> None:
+def test_lapped_oldest_keeps_the_newest_ring_full_but_a_margin(
+    topic: str, slots: int, before: int, extra: int
+) -> None:
+    """A lapped reader resumes a margin (slots // 8) after the oldest message: the oldest is
+    the writer's next victim."""
+    margin = lap_margin(slots)
+    assert margin == slots // 8
     with sps.Publisher(topic, slots=slots, slot_size=32) as pub:
         for i in range(before):
             pub.publish(payload(i, 20))
@@ -93,9 +100,9 @@ def test_lapped_oldest_keeps_the_newest_ring_full(topic: str, slots: int, before
             got = drain(sub)
             published_since = total - before
             assert len(got) + sub.lost == published_since
-            assert sub.lost == extra
-            assert [m.seq for m in got] == list(range(total - slots, total))
-            assert [m.data for m in got] == [payload(i, 20) for i in range(total - slots, total)]
+            assert sub.lost == extra + margin
+            assert [m.seq for m in got] == list(range(total - slots + margin, total))
+            assert [m.data for m in got] == [payload(i, 20) for i in range(total - slots + margin, total)]
 
 
 @pytest.mark.parametrize("slots", [1, 2, 4, 8])
@@ -686,7 +693,10 @@ class ModelRing:
                 return r.next, data
             # Lapped. Messages 0..started-1 exist or are being written (an aborted loan counts).
             started = max(self.write_seq, held_n + 1)
-            target = max(started - self.slots, 0) if r.lapped == "oldest" else max(self.write_seq - 1, 0)
+            if r.lapped == "oldest":
+                target = started - self.slots + lap_margin(self.slots) if started > self.slots else 0
+            else:
+                target = max(self.write_seq - 1, 0)
             target = max(target, r.next + 1)
             r.lost += target - r.next
             r.next = target

@@ -47,6 +47,12 @@ START_MODES: Final = {
 }
 RESYNC_MODES: Final = {"oldest": lib.SPS_RESYNC_OLDEST, "latest": lib.SPS_RESYNC_LATEST}
 
+
+def lap_margin(slot_count: int) -> int:
+    """How far past the oldest message a subscriber lapped with ``lapped="oldest"`` resumes."""
+    return slot_count // int(lib.SPS_LAP_MARGIN_DIVISOR)
+
+
 # A bytes-like object: anything that exports a contiguous buffer (collections.abc.Buffer from 3.12 on).
 Buffer = Any
 

@@ -86,7 +86,8 @@ class Subscriber(Handle):
     ``start`` picks the first message: ``"next"`` (published after attaching), ``"latest"``
     (the newest already published) or ``"oldest"`` (the oldest the ring still holds).
     ``lapped`` picks where a subscriber that fell a whole ring behind resumes: ``"oldest"``
-    (the oldest message still intact, losing as few as possible) or ``"latest"``. Either way
+    (an eighth of the ring after the oldest message still intact, which is the one the
+    publisher overwrites next: losing few, without being lapped again at once) or ``"latest"``. Either way
     :attr:`lost` grows by exactly the number of messages skipped.
 
     A blocking :meth:`receive` first spins for up to ``spin_us`` microseconds (in C, with the
