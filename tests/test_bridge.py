@@ -534,7 +534,8 @@ def supervised_cli(
     """``shmpubsub bridge DIRECTION TOPIC`` running; stopped (then killed) when the block ends."""
     flag = "--bind" if direction == "out" else "--connect"
     command = [sys.executable, "-m", "shmpubsub", "bridge", direction, topic, flag, address, *options]
-    supervisor = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # Its own process group, which a test may signal as a terminal does on Ctrl-C.
+    supervisor = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         yield supervisor
     finally:
@@ -628,10 +629,18 @@ def test_cli_supervisor_killed_stops_its_bridge_cleanly(topic: str, direction: s
             assert entry_of(pub, bridge_pid) is None
 
 
-@pytest.mark.parametrize("direction", ["in", "out"])
-def test_cli_sigint_to_the_supervisor_closes_the_bridge(topic: str, direction: str) -> None:
-    """SIGINT to the supervisor alone (not to its process group): it tells the bridge, which
-    closes cleanly; the command exits 0, as on Ctrl-C."""
+@pytest.mark.parametrize(
+    ("direction", "signum", "target"),
+    [
+        ("in", signal.SIGINT, "supervisor"),
+        ("out", signal.SIGINT, "supervisor"),
+        ("in", signal.SIGINT, "group"),
+        ("out", signal.SIGHUP, "group"),
+    ],
+)
+def test_cli_stop_signals_close_the_bridge(topic: str, direction: str, signum: int, target: str) -> None:
+    """SIGINT to the supervisor alone (it tells the bridge), or SIGINT or SIGHUP to both at once
+    (Ctrl-C, a closed terminal): the bridge closes cleanly and the command exits 0."""
     address = f"tcp://127.0.0.1:{free_port()}"
     local = topic + "-in"
     with contextlib.ExitStack() as stack:
@@ -647,7 +656,10 @@ def test_cli_sigint_to_the_supervisor_closes_the_bridge(topic: str, direction: s
         started = _proc.start_time(bridge_pid) or 0
         if direction == "out":
             wait_for(lambda: entry_of(pub, bridge_pid) is not None, 30, "no subscriber entry", lambda: None)
-        supervisor.send_signal(signal.SIGINT)
+        if target == "group":
+            os.killpg(supervisor.pid, signum)
+        else:
+            supervisor.send_signal(signum)
         _, err = supervisor.communicate(timeout=10)
         assert supervisor.returncode == 0, err
         assert "bridge stopped" in err and "removed" not in err  # it closed: nothing to clean up
@@ -740,6 +752,11 @@ def test_clean_up_after_removes_only_what_that_process_left(topic: str) -> None:
     with Publisher(topic) as successor:
         assert admin.clean_up_after(pid, started, [topic]) == []
         assert successor.publish(b"still here") == 0
+
+    with open(os.path.join(SHM_DIR, PREFIX + topic), "wb"):
+        pass  # what a creator that died between shm_open and its header leaves: no owner named
+    assert len(admin.clean_up_after(pid, started, [topic])) == 1  # after the start-up grace
+    assert local_segments(topic) == []
 
     with pytest.raises(InvalidArgument):
         admin.clean_up_after(os.getpid(), _proc.start_time(os.getpid()) or 0, [topic])

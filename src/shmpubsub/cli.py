@@ -31,6 +31,8 @@ exit status:
   1    the topic does not exist, its segment is invalid, or another error (one line on stderr)
   2    usage error: unknown option, bad argument, invalid topic name
   130  Ctrl-C during ls, info, gc or demo
+  137  bridge: its bridge process was killed by SIGKILL (128 + the signal's number; what it
+       left was removed)
 
 Colour is used only when stdout is a terminal and NO_COLOR is not set."""
 
@@ -552,7 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
         "to a local topic and republishes every message on a PUB socket, with its sequence number and "
         "the losses so far; `bridge in TOPIC --connect tcp://HOST:PORT [--as NAME]` republishes them "
         "into a local topic of the same geometry. The local publisher is never slowed: a slow network "
-        "costs messages, which are counted. Runs until Ctrl-C or SIGTERM, then prints its counters.",
+        "costs messages, which are counted. Runs until Ctrl-C, SIGTERM or SIGHUP, then prints its "
+        "counters. The bridge runs in a child process: if it is killed, this command removes what it "
+        "left (the local topic of `in`, the subscriber entry of `out`); if this command is killed, the "
+        "bridge closes cleanly.",
     )
     directions = bridge.add_subparsers(dest="direction", required=True, metavar="DIRECTION")
     for direction, help_text in (
