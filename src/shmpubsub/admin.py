@@ -3,8 +3,9 @@
 
 Looking never disturbs a topic: segments are opened and mapped read-only (the control segment
 too: reading entries only loads from it), and the single-writer lock is probed with
-``F_OFD_GETLK``, never taken. Only :func:`collect_garbage` writes, and only what a new
-publisher or the topic's own publisher would remove or reclaim anyway.
+``F_OFD_GETLK``, never taken. Only :func:`collect_garbage` and :func:`clean_up_after` (the same,
+narrowed to what one dead process left) write, and only what a new publisher or the topic's own
+publisher would remove or reclaim anyway.
 
 **Is the publisher alive?** The single-writer lock decides, not the pid in the header. The
 kernel drops the lock when the publisher's process dies, and a new publisher takes the topic
