@@ -477,6 +477,7 @@ class SupervisedBridge(Handle):
       wake-up socket. They are listed in :attr:`removed`.
     - The child watches a pipe whose other end only this process holds: when this process
       calls :meth:`stop` or ends in any way (SIGKILL included), the child closes cleanly.
+      (A child this process forks without exec shares that end, and delays this until it ends.)
 
     Only both killed at the same instant leaves objects behind, for the next bridge or
     ``shmpubsub gc``. Raises InvalidArgument for a bad direction, topic or option,
