@@ -1,8 +1,11 @@
 """The ZeroMQ bridge, both ends on this machine over loopback: ordering, large messages, loss
-accounting when the far side is slow, restart of either side, the command line."""
+accounting when the far side is slow, restart of either side, the command line, and the
+supervisor that leaves nothing behind when a bridge or the supervisor itself is killed."""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import multiprocessing
 import os
 import shutil
@@ -21,15 +24,31 @@ from typing import Any
 import pytest
 from helpers import Children, get_result, time_limit
 
-from shmpubsub import Publisher, PublisherGone, ReceiveTimeout, Subscriber, TopicNotFound, cli
+from shmpubsub import (
+    InvalidArgument,
+    InvalidType,
+    Message,
+    Publisher,
+    PublisherGone,
+    ReceiveTimeout,
+    Subscriber,
+    TopicNotFound,
+    _proc,
+    admin,
+    cli,
+)
+from shmpubsub.names import CONTROL_SUFFIX, PREFIX, SHM_DIR, socket_name
+from shmpubsub.wakeup import socket_dir
 
 zmq = pytest.importorskip("zmq")
 
 from shmpubsub import bridge  # noqa: E402
-from shmpubsub.bridge import BridgeIn, BridgeOut  # noqa: E402
+from shmpubsub.bridge import BridgeIn, BridgeOut, SupervisedBridge  # noqa: E402
 
 INDEX = struct.Struct("<Q")
 WARM = b"warm"
+# How soon what a killed process left must be gone, and a bridge whose supervisor died must end.
+CLEANUP_BOUND = 5.0
 
 
 def free_port() -> int:
@@ -314,6 +333,49 @@ def test_close_from_another_thread_stops_run(topic: str) -> None:
             inbound.run(stop_event=stop)
 
 
+class EndlessStream:
+    """Wraps the outbound bridge's subscriber: there is always one more message, as when the
+    publisher outpaces the bridge, until *ended* is set."""
+
+    def __init__(self, inner: Subscriber) -> None:
+        self._inner = inner
+        self._seq = 0
+        self.ended = threading.Event()
+
+    def try_receive(self) -> Message | None:
+        if self.ended.is_set():
+            return None
+        self._seq += 1
+        return Message(b"x", self._seq)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_run_returns_on_its_stop_event_under_a_continuous_stream(topic: str) -> None:
+    """The outbound bridge forwards in bounded bursts: a stream that never pauses cannot keep
+    run() from seeing its stop event (the command line stops the bridge that way)."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    stop = threading.Event()
+    with Publisher(topic, slots=16, slot_size=64) as pub, BridgeOut(topic, address) as out:
+        with time_limit(10):
+            while out.forwarded == 0:  # until it attached and forwards
+                pub.publish(b"x")
+                out.run(duration=0.05)
+        stream = EndlessStream(out._sub)  # type: ignore[arg-type]
+        out._sub = stream  # type: ignore[assignment]
+        runner = threading.Thread(target=out.run, args=(stop,))
+        runner.start()
+        try:
+            wait_for(lambda: out.forwarded > 10_000, 20, "no burst forwarded", lambda: None)
+            stop.set()
+            runner.join(2)
+            assert not runner.is_alive(), "run() missed its stop event while messages kept coming"
+        finally:
+            stream.ended.set()
+            runner.join(10)
+
+
 def test_cli_without_pyzmq(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "zmq", None)
     assert cli.main(["bridge", "out", "x", "--bind", "tcp://127.0.0.1:1"]) == 1
@@ -433,3 +495,270 @@ def test_bridge_between_two_hosts(topic: str, two_hosts: tuple[list[str], list[s
                     proc.kill()
                     proc.wait(10)
     assert not os.path.exists(f"/dev/shm/shmpubsub.{local}")
+
+
+# -- the supervisor: a killed bridge leaves nothing behind ----------------------------------------
+
+
+def local_segments(name: str) -> list[str]:
+    """The data and control segments of local topic *name* that exist."""
+    paths = [os.path.join(SHM_DIR, PREFIX + name + suffix) for suffix in ("", CONTROL_SUFFIX)]
+    return [path for path in paths if os.path.exists(path)]
+
+
+def child_of(supervisor: subprocess.Popen[str]) -> int:
+    """The pid of the bridge process a supervising ``shmpubsub bridge`` started."""
+    deadline = time.monotonic() + 20
+    while True:
+        children: list[int] = []
+        for path in glob.glob(f"/proc/{supervisor.pid}/task/*/children"):
+            with contextlib.suppress(OSError), open(path) as f:
+                children += [int(pid) for pid in f.read().split()]
+        if len(children) == 1:
+            return children[0]
+        assert len(children) < 2, f"the supervisor has {len(children)} children"
+        assert supervisor.poll() is None, f"the supervisor exited: {supervisor.communicate()[1]}"
+        if time.monotonic() > deadline:
+            pytest.fail("the supervisor started no bridge process within 20 s")
+        time.sleep(0.02)
+
+
+def gone(pid: int, start_time: int) -> Callable[[], bool]:
+    return lambda: not _proc.is_alive(pid, start_time)
+
+
+@contextlib.contextmanager
+def supervised_cli(
+    direction: str, topic: str, address: str, *options: str
+) -> Iterator[subprocess.Popen[str]]:
+    """``shmpubsub bridge DIRECTION TOPIC`` running; stopped (then killed) when the block ends."""
+    flag = "--bind" if direction == "out" else "--connect"
+    command = [sys.executable, "-m", "shmpubsub", "bridge", direction, topic, flag, address, *options]
+    # Its own process group, which a test may signal as a terminal does on Ctrl-C.
+    supervisor = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        yield supervisor
+    finally:
+        if supervisor.poll() is None:
+            supervisor.terminate()
+            try:
+                supervisor.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                supervisor.kill()
+                supervisor.communicate(timeout=10)
+
+
+@contextlib.contextmanager
+def outbound_thread(topic: str, address: str) -> Iterator[BridgeOut]:
+    """An outbound bridge in a thread of this process, to feed an inbound one under test."""
+    with BridgeOut(topic, address) as out:
+        out.start()
+        yield out
+
+
+def entry_of(pub: Publisher, pid: int) -> Any:
+    """The control entry of subscriber process *pid*, or None."""
+    return next((e for e in pub.subscribers if e.pid == pid), None)
+
+
+@pytest.mark.parametrize("direction", ["in", "out"])
+def test_cli_bridge_killed_leaves_nothing(topic: str, direction: str) -> None:
+    """SIGKILL the bridge process: its supervisor removes what it left (the inbound bridge's
+    local topic; the outbound bridge's subscriber entry and socket) at once, and exits 137."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    local = topic + "-in"
+    with contextlib.ExitStack() as stack:
+        pub = stack.enter_context(Publisher(topic, slots=64, slot_size=64))
+        if direction == "in":
+            stack.enter_context(outbound_thread(topic, address))
+            supervisor = stack.enter_context(supervised_cli("in", topic, address, "--as", local))
+            sub = stack.enter_context(attach(local, 30, lambda: pub.publish(WARM)))
+            bridge_pid = child_of(supervisor)
+            assert sub.header.publisher_pid == bridge_pid
+        else:
+            supervisor = stack.enter_context(supervised_cli("out", topic, address))
+            bridge_pid = child_of(supervisor)
+            wait_for(lambda: entry_of(pub, bridge_pid) is not None, 30, "no subscriber entry", lambda: None)
+            token = entry_of(pub, bridge_pid).token
+            socket_path = os.path.join(socket_dir(), socket_name(token))
+            assert os.path.exists(socket_path)
+        started = _proc.start_time(bridge_pid) or 0
+        os.kill(bridge_pid, signal.SIGKILL)
+        _, err = supervisor.communicate(timeout=CLEANUP_BOUND)
+        # Nothing published meanwhile: the local publisher had no chance to reap the entry itself.
+        assert supervisor.returncode == 128 + signal.SIGKILL, err
+        assert "killed by SIGKILL" in err
+        if direction == "in":
+            assert local_segments(local) == []
+            assert "removed /dev/shm/shmpubsub." + local in err
+            with time_limit(10), pytest.raises(PublisherGone) as ended:
+                while True:
+                    sub.receive(timeout=5)
+            assert ended.value.reason == "crashed"
+        else:
+            assert entry_of(pub, bridge_pid) is None
+            assert not os.path.exists(socket_path)
+        assert gone(bridge_pid, started)()
+
+
+@pytest.mark.parametrize("direction", ["in", "out"])
+def test_cli_supervisor_killed_stops_its_bridge_cleanly(topic: str, direction: str) -> None:
+    """SIGKILL the supervisor: the bridge sees its pipe end, closes cleanly and exits."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    local = topic + "-in"
+    with contextlib.ExitStack() as stack:
+        pub = stack.enter_context(Publisher(topic, slots=64, slot_size=64))
+        if direction == "in":
+            stack.enter_context(outbound_thread(topic, address))
+            supervisor = stack.enter_context(supervised_cli("in", topic, address, "--as", local))
+            with attach(local, 30, lambda: pub.publish(WARM)):
+                pass
+        else:
+            supervisor = stack.enter_context(supervised_cli("out", topic, address))
+        bridge_pid = child_of(supervisor)
+        started = _proc.start_time(bridge_pid) or 0
+        if direction == "out":
+            wait_for(lambda: entry_of(pub, bridge_pid) is not None, 30, "no subscriber entry", lambda: None)
+        supervisor.kill()
+        wait_for(gone(bridge_pid, started), CLEANUP_BOUND, "the bridge outlived its supervisor", lambda: None)
+        _, err = supervisor.communicate(timeout=10)  # the bridge wrote to the same pipe
+        assert "bridge stopped" in err
+        if direction == "in":
+            assert local_segments(local) == []
+        else:
+            assert entry_of(pub, bridge_pid) is None
+
+
+@pytest.mark.parametrize(
+    ("direction", "signum", "target"),
+    [
+        ("in", signal.SIGINT, "supervisor"),
+        ("out", signal.SIGINT, "supervisor"),
+        ("in", signal.SIGINT, "group"),
+        ("out", signal.SIGHUP, "group"),
+    ],
+)
+def test_cli_stop_signals_close_the_bridge(topic: str, direction: str, signum: int, target: str) -> None:
+    """SIGINT to the supervisor alone (it tells the bridge), or SIGINT or SIGHUP to both at once
+    (Ctrl-C, a closed terminal): the bridge closes cleanly and the command exits 0."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    local = topic + "-in"
+    with contextlib.ExitStack() as stack:
+        pub = stack.enter_context(Publisher(topic, slots=64, slot_size=64))
+        if direction == "in":
+            stack.enter_context(outbound_thread(topic, address))
+            supervisor = stack.enter_context(supervised_cli("in", topic, address, "--as", local))
+            with attach(local, 30, lambda: pub.publish(WARM)):
+                pass
+        else:
+            supervisor = stack.enter_context(supervised_cli("out", topic, address))
+        bridge_pid = child_of(supervisor)
+        started = _proc.start_time(bridge_pid) or 0
+        if direction == "out":
+            wait_for(lambda: entry_of(pub, bridge_pid) is not None, 30, "no subscriber entry", lambda: None)
+        if target == "group":
+            os.killpg(supervisor.pid, signum)
+        else:
+            supervisor.send_signal(signum)
+        _, err = supervisor.communicate(timeout=10)
+        assert supervisor.returncode == 0, err
+        assert "bridge stopped" in err and "removed" not in err  # it closed: nothing to clean up
+        assert gone(bridge_pid, started)()
+        assert local_segments(local) == []
+        assert entry_of(pub, bridge_pid) is None
+
+
+def test_cli_bridge_passes_on_the_bridge_exit_status(topic: str) -> None:
+    """An address ZeroMQ refuses: the bridge process says so and exits 1, and so does the command."""
+    done = subprocess.run(
+        [sys.executable, "-m", "shmpubsub", "bridge", "out", topic, "--bind", "tcp://no-such-interface:1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("shmpubsub: cannot bind"), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_supervised_bridge_api(topic: str) -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"
+    local = topic + "-in"
+    with Publisher(topic, slots=64, slot_size=64) as pub, outbound_thread(topic, address):
+        with SupervisedBridge("in", topic, address, local_name=local, stderr=subprocess.DEVNULL) as killed:
+            assert killed.local_topic == local
+            with attach(local, 30, lambda: pub.publish(WARM)):
+                pass
+            assert killed.poll() is None
+            os.kill(killed.pid, signal.SIGKILL)
+            assert killed.wait() == -signal.SIGKILL
+            assert local_segments(local) == []
+            assert [item.split(" ")[0] for item in killed.removed] == [
+                f"/dev/shm/{PREFIX}{local}",
+                f"/dev/shm/{PREFIX}{local}{CONTROL_SUFFIX}",
+            ]
+        assert killed.closed and killed.returncode == -signal.SIGKILL
+        with SupervisedBridge("in", topic, address, local_name=local, stderr=subprocess.DEVNULL) as stopped:
+            with attach(local, 30, lambda: pub.publish(WARM)):
+                pass
+            stopped.close()
+            assert (stopped.returncode, stopped.removed) == (0, [])
+            assert local_segments(local) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "options"),
+    [
+        (("sideways", "t", "tcp://127.0.0.1:1"), {}),
+        (("out", "bad name", "tcp://127.0.0.1:1"), {}),
+        (("out", "t", "tcp://127.0.0.1:1"), {"local_name": "t2"}),
+        (("in", "t", "tcp://127.0.0.1:1"), {"local_name": "bad/name"}),
+        (("in", "t", ""), {}),
+        (("in", "t", "tcp://127.0.0.1:1"), {"hwm": -1}),
+        (("in", "t", "tcp://127.0.0.1:1"), {"report": 0}),
+        (("in", "t", "tcp://127.0.0.1:1"), {"verbose": -1}),
+    ],
+)
+def test_supervised_bridge_refuses_bad_arguments(args: tuple[str, str, str], options: dict[str, Any]) -> None:
+    with pytest.raises(InvalidArgument):
+        SupervisedBridge(*args, **options)
+
+
+def test_clean_up_after_removes_only_what_that_process_left(topic: str) -> None:
+    """A topic whose publisher was killed is removed for that process (pid and start time), not
+    for another (a reused pid), and not once a new publisher took it over."""
+    script = (
+        "import sys, time, shmpubsub\n"
+        "pub = shmpubsub.Publisher(sys.argv[1])\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)  # until killed"
+    )
+
+    def killed_publisher() -> tuple[int, int]:
+        proc = subprocess.Popen([sys.executable, "-c", script, topic], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        started = _proc.start_time(proc.pid) or 0
+        proc.kill()
+        proc.communicate(timeout=10)
+        return proc.pid, started
+
+    pid, started = killed_publisher()
+    assert admin.clean_up_after(pid, started + 1, [topic]) == []
+    assert len(local_segments(topic)) == 2
+    assert len(admin.clean_up_after(pid, started, [topic])) == 2
+    assert local_segments(topic) == []
+
+    pid, started = killed_publisher()
+    with Publisher(topic) as successor:
+        assert admin.clean_up_after(pid, started, [topic]) == []
+        assert successor.publish(b"still here") == 0
+
+    with open(os.path.join(SHM_DIR, PREFIX + topic), "wb"):
+        pass  # what a creator that died between shm_open and its header leaves: no owner named
+    assert len(admin.clean_up_after(pid, started, [topic])) == 1  # after the start-up grace
+    assert local_segments(topic) == []
+
+    with pytest.raises(InvalidArgument):
+        admin.clean_up_after(os.getpid(), _proc.start_time(os.getpid()) or 0, [topic])
+    with pytest.raises(InvalidType):
+        admin.clean_up_after(pid, started, topic)  # a str is an iterable of names, but not meant as one

@@ -3,8 +3,9 @@
 
 Looking never disturbs a topic: segments are opened and mapped read-only (the control segment
 too: reading entries only loads from it), and the single-writer lock is probed with
-``F_OFD_GETLK``, never taken. Only :func:`collect_garbage` writes, and only what a new
-publisher or the topic's own publisher would remove or reclaim anyway.
+``F_OFD_GETLK``, never taken. Only :func:`collect_garbage` and :func:`clean_up_after` (the same,
+narrowed to what one dead process left) write, and only what a new publisher or the topic's own
+publisher would remove or reclaim anyway.
 
 **Is the publisher alive?** The single-writer lock decides, not the pid in the header. The
 kernel drops the lock when the publisher's process dies, and a new publisher takes the topic
@@ -22,20 +23,27 @@ import os
 import pwd
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import posix_ipc
 
 from . import _core, _proc, wakeup
-from .errors import InvalidArgument, InvalidSegment, PermissionDenied, ShmPubSubError, TopicNotFound
+from .errors import (
+    InvalidArgument,
+    InvalidSegment,
+    InvalidType,
+    PermissionDenied,
+    ShmPubSubError,
+    TopicNotFound,
+)
 from .names import CONTROL_SUFFIX, PREFIX, SHM_DIR, socket_name, validate_topic
 from .publisher import _STARTUP_GRACE
 from .segment import Segment
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SubscriberStatus", "TopicInfo", "collect_garbage", "topic_info", "topics"]
+__all__ = ["SubscriberStatus", "TopicInfo", "clean_up_after", "collect_garbage", "topic_info", "topics"]
 
 
 @dataclass(frozen=True)
@@ -159,29 +167,67 @@ def collect_garbage(dry_run: bool = False) -> list[str]:
         else:
             outcome.segment.close()
     if unready:
-        # A creator holds its new segment unlocked for microseconds (between shm_open and
-        # fcntl): one still unlocked and uninitialised after the grace belongs to a dead creator.
         time.sleep(_STARTUP_GRACE)
         for topic, segment in unready:
             with contextlib.closing(segment):
-                if not segment.lock_held() and segment.still_named():
-                    kind, header, problem = _read_header(segment)
-                    if kind != "foreign":
-                        reason = _reason(kind, header, problem)
-                        removed += _remove_topic(topic, segment, reason, dry_run, socket_dirs)
+                reason = _dead_after_grace(segment)
+                if reason is not None:
+                    removed += _remove_topic(topic, segment, reason, dry_run, socket_dirs)
     for topic in sorted(controls - data):
         removed += _remove_orphan_control(topic, dry_run)
     reaped_sockets: set[str] = set()
     for topic, epoch in live:
         removed += _reap(topic, epoch, dry_run, socket_dirs, reaped_sockets)
-    try:
-        socket_dirs.add(wakeup.socket_dir())
-    except (PermissionDenied, OSError) as e:
-        log.warning("cannot sweep the socket directory: %s", e)
-    for directory in sorted(socket_dirs):
-        removed += _sweep_sockets(directory, dry_run, reaped_sockets)
+    removed += _sweep_socket_dirs(socket_dirs, dry_run, reaped_sockets)
     for item in removed:
         log.info("%s %s", "would remove" if dry_run else "removed", item)
+    return removed
+
+
+def clean_up_after(pid: int, start_time: int, topics: Iterable[str]) -> list[str]:
+    """Removes what one dead process left behind in *topics*, and returns a description of
+    each object removed (what :class:`shmpubsub.bridge.SupervisedBridge` does when its bridge
+    process dies):
+
+    - a topic it published, if nobody took it over since: its single-writer lock is free and
+      its header names this process (pid *pid*, started at *start_time*, as
+      ``/proc/PID/stat`` gives it), or the header is still uninitialised after a publisher's
+      start-up grace (its creator died while creating it);
+    - its subscriber entries (those naming this pid and start time) and their sockets;
+    - then, as ``gc`` does, sockets in the socket directories that nobody is bound to.
+
+    Everything else, a live topic above all, is left alone. Raises InvalidArgument if the
+    process is still running or a topic name is invalid, InvalidType if *topics* is a single
+    string. Costs a few system calls per topic, plus a 0.2 s wait if the data segment is
+    uninitialised and unlocked.
+    """
+    if isinstance(topics, str):
+        raise InvalidType(f"topics must be a collection of topic names, not the string {topics!r}")
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        raise InvalidArgument(f"pid must be a process id > 0, not {pid!r}")
+    if _proc.is_alive(pid, start_time):
+        raise InvalidArgument(f"process {pid} is still running: what it holds is not garbage")
+    owner = (pid, start_time)
+    names = [validate_topic(topic) for topic in topics]
+    removed: list[str] = []
+    socket_dirs: set[str] = set()
+    reaped_sockets: set[str] = set()
+    for topic in names:
+        outcome = _judge(topic)
+        if isinstance(outcome, _Verdict):
+            with contextlib.closing(outcome.segment):
+                reason: str | None = None
+                if outcome.kind == "unready":
+                    time.sleep(_STARTUP_GRACE)
+                    reason = _dead_after_grace(outcome.segment)
+                elif outcome.kind == "removable" and outcome.publisher == owner:
+                    reason = outcome.reason
+                if reason is not None:
+                    removed += _remove_topic(topic, outcome.segment, reason, False, socket_dirs)
+        removed += _reap(topic, None, False, socket_dirs, reaped_sockets, left_by=owner)
+    removed += _sweep_socket_dirs(socket_dirs, False, reaped_sockets)
+    for item in removed:
+        log.info("removed %s", item)
     return removed
 
 
@@ -391,9 +437,18 @@ def _status(entry: _core.SubscriberInfo, write_seq: int) -> SubscriberStatus:
     return SubscriberStatus(entry.index, entry.pid, alive, entry.read_pos, lag, entry.lost, entry.asleep)
 
 
-def _dead_entries(control: _core.Control) -> list[_core.SubscriberInfo]:
-    """Entries whose process is gone (the criterion of wakeup.reap_dead_entries)."""
-    return [e for e in control.entries() if e.pid > 0 and not _proc.is_alive(e.pid, e.start_time)]
+def _dead_entries(
+    control: _core.Control, left_by: tuple[int, int] | None = None
+) -> list[_core.SubscriberInfo]:
+    """Entries whose process is gone (the criterion of wakeup.reap_dead_entries); with
+    *left_by*, only those of that (pid, start time)."""
+    return [
+        e
+        for e in control.entries()
+        if e.pid > 0
+        and not _proc.is_alive(e.pid, e.start_time)
+        and (left_by is None or (e.pid, e.start_time) == left_by)
+    ]
 
 
 # -- cleaning up ------------------------------------------------------------------------
@@ -404,6 +459,7 @@ class _Verdict:
     kind: str  # "removable", "unready" or "keep"
     segment: Segment  # open read-only; the caller closes it
     reason: str = ""
+    publisher: tuple[int, int] | None = None  # (pid, start time) from a readable header
 
 
 def _judge(topic: str) -> _Verdict | tuple[str, int] | None:
@@ -434,7 +490,19 @@ def _judge(topic: str) -> _Verdict | tuple[str, int] | None:
         return None if header is None or header.closed else (topic, header.epoch)
     if kind == "unready":
         return _Verdict("unready", segment)
-    return _Verdict("removable", segment, _reason(kind, header, problem))
+    publisher = None if header is None else (header.publisher_pid, header.publisher_start_time)
+    return _Verdict("removable", segment, _reason(kind, header, problem), publisher)
+
+
+def _dead_after_grace(segment: Segment) -> str | None:
+    """Why a data segment found unlocked and uninitialised is garbage, once a publisher's
+    start-up grace has passed, or None if it is not (any more). A creator holds its new segment
+    unlocked for microseconds (between shm_open and fcntl): one still unlocked and
+    uninitialised after the grace belongs to a dead creator."""
+    if segment.lock_held() or not segment.still_named():
+        return None
+    kind, header, problem = _read_header(segment)
+    return None if kind == "foreign" else _reason(kind, header, problem)
 
 
 def _reason(kind: str, header: _core.HeaderInfo | None, problem: str | None) -> str:
@@ -537,16 +605,24 @@ def _remove_orphan_control(topic: str, dry_run: bool) -> list[str]:
     return [f"{path} (control segment without a data segment)"]
 
 
-def _reap(topic: str, epoch: int, dry_run: bool, socket_dirs: set[str], reaped: set[str]) -> list[str]:
-    """Frees the entries (and sockets) of a live topic's dead subscribers."""
+def _reap(
+    topic: str,
+    epoch: int | None,
+    dry_run: bool,
+    socket_dirs: set[str],
+    reaped: set[str],
+    left_by: tuple[int, int] | None = None,
+) -> list[str]:
+    """Frees the entries (and sockets) of a topic's dead subscribers (with *left_by*, only
+    those of that process). With an *epoch*, only in that incarnation of the topic."""
     path = _path(topic, CONTROL_SUFFIX)
     found: list[str] = []
     try:
         with _mapped_control(topic, writable=not dry_run) as control:
-            if control.epoch != epoch:
+            if epoch is not None and control.epoch != epoch:
                 return []  # re-created since we looked: the next run will see it
             socket_dirs.add(control.socket_dir)
-            for entry in _dead_entries(control):
+            for entry in _dead_entries(control, left_by):
                 sock = os.path.join(control.socket_dir, socket_name(entry.token))
                 if wakeup.socket_alive(sock):
                     continue  # something is bound to its socket: it lives, whatever its pid says
@@ -561,6 +637,18 @@ def _reap(topic: str, epoch: int, dry_run: bool, socket_dirs: set[str], reaped: 
     except (TopicNotFound, InvalidSegment):
         pass  # closed meanwhile, or not ours to fix
     return found
+
+
+def _sweep_socket_dirs(socket_dirs: set[str], dry_run: bool, reaped: set[str]) -> list[str]:
+    """Sweeps *socket_dirs* and our own socket directory (see _sweep_sockets)."""
+    try:
+        socket_dirs.add(wakeup.socket_dir())
+    except (PermissionDenied, OSError) as e:
+        log.warning("cannot sweep the socket directory: %s", e)
+    removed: list[str] = []
+    for directory in sorted(socket_dirs):
+        removed += _sweep_sockets(directory, dry_run, reaped)
+    return removed
 
 
 def _sweep_sockets(directory: str, dry_run: bool, reaped: set[str]) -> list[str]:

@@ -13,18 +13,27 @@ dropped them at its high-water mark, or the connection was down).
 The local publisher never waits for the bridge: the outbound bridge is an ordinary subscriber,
 and the PUB socket drops rather than block. Both bridges go on after the far side restarts
 (ZeroMQ reconnects), and the outbound one after the local publisher is re-created.
+
+:class:`SupervisedBridge` runs a bridge in a child process and removes what the child leaves
+behind if it is killed (what ``shmpubsub bridge`` does); a bridge run in-process and killed
+leaves its objects to the next bridge or ``shmpubsub gc``, as any killed publisher does.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import struct
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
+from . import _proc, admin
+from ._handle import Handle
 from .errors import (
     ClosedError,
     InvalidArgument,
@@ -53,6 +62,8 @@ VERSION = 1
 _POLL = 0.05
 _TAKEOVER_WAIT = 1.0
 _COPY_THRESHOLD = 64 * 1024  # larger payloads go to ZeroMQ without a copy
+# Messages handled in one go before run() looks at its stop events again (a few milliseconds).
+_BURST = 1000
 
 
 class BridgeError(ShmPubSubError, OSError):
@@ -186,6 +197,10 @@ class BridgeOut(_Runner):
     local publisher before being forwarded), :attr:`dropped` (refused by ZeroMQ; a PUB socket at
     its high-water mark drops silently, and the far side counts those from the sequence gaps),
     :attr:`attached` (times a local topic was attached).
+
+    Killed in this process, it leaves its subscriber entry and wake-up socket until the
+    topic's publisher or ``shmpubsub gc`` reclaims them; run it as a :class:`SupervisedBridge`
+    to have them removed at once.
     """
 
     def __init__(
@@ -279,7 +294,7 @@ class BridgeOut(_Runner):
         send = self._socket.send_multipart
         zmq = self._zmq
         slots, slot_size, epoch = self._header
-        while msg is not None:
+        for n in range(1, _BURST + 1):  # forward a burst without waiting
             header = HEADER.pack(VERSION, slots, slot_size, msg.seq, self.lost_local, epoch)
             data = msg.data
             try:
@@ -289,9 +304,11 @@ class BridgeOut(_Runner):
             else:
                 self.forwarded += 1
                 self.bytes_forwarded += len(data)
-            if self._stop.is_set():
-                return
-            msg = sub.try_receive()  # forward a burst without waiting
+            if n == _BURST:
+                break  # run() looks at its stop events before the next burst
+            msg = sub.try_receive()
+            if msg is None:
+                break
 
     def _release(self) -> None:
         self._detach()
@@ -308,6 +325,10 @@ class BridgeIn(_Runner):
     sent, but never received: ZeroMQ dropped them, or the link or the outbound bridge was down),
     :attr:`lost` (both). The losses are passed on with ``Publisher.skip``, so local
     subscribers count them in their own ``lost`` too.
+
+    Killed in this process, it leaves its local topic's segments until the next inbound bridge
+    takes the topic over or ``shmpubsub gc`` removes them; run it as a :class:`SupervisedBridge`
+    to have them removed at once.
     """
 
     def __init__(
@@ -363,7 +384,7 @@ class BridgeIn(_Runner):
         zmq = self._zmq
         if not self._socket.poll(int(timeout * 1000), zmq.POLLIN):
             return
-        for _ in range(1000):  # a burst, then look at the stop event again
+        for _ in range(_BURST):  # a burst, then look at the stop events again
             try:
                 parts = self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=True)
             except zmq.Again:
@@ -438,3 +459,131 @@ class BridgeIn(_Runner):
             pub, self.publisher = self.publisher, None
             if pub is not None:
                 pub.close()
+
+
+class SupervisedBridge(Handle):
+    """Runs one bridge in a child process and removes what the child leaves behind if it dies.
+
+    ``SupervisedBridge("in", "prices", "tcp://pubhost:5555", local_name="prices-remote")``
+    starts ``python -m shmpubsub bridge in ...`` (the command line's own code, which is what
+    ``shmpubsub bridge`` runs too) and returns at once. *direction* is ``"out"`` (*address* is
+    bound) or ``"in"`` (*address* is connected to); *hwm* and *local_name* are those of
+    :class:`BridgeOut` and :class:`BridgeIn`; *report* and *verbose* are the command's
+    ``--report`` and ``-v``. The child prints on *stderr* (by default ours).
+
+    - However the child ends, :meth:`wait` (or :meth:`poll`, :meth:`close`) then removes what
+      it left (:func:`shmpubsub.admin.clean_up_after`): for ``"in"``, the local topic's
+      segments unless a new publisher took them over; for ``"out"``, its subscriber entry and
+      wake-up socket. They are listed in :attr:`removed`.
+    - The child watches a pipe whose other end only this process holds: when this process
+      calls :meth:`stop` or ends in any way (SIGKILL included), the child closes cleanly.
+      (A child this process forks without exec shares that end, and delays this until it ends.)
+
+    Only both killed at the same instant leaves objects behind, for the next bridge or
+    ``shmpubsub gc``. Raises InvalidArgument for a bad direction, topic or option,
+    MissingDependency without pyzmq; an address ZeroMQ refuses makes the child exit with
+    status 1.
+    """
+
+    def __init__(
+        self,
+        direction: str,
+        topic: str,
+        address: str,
+        *,
+        local_name: str | None = None,
+        hwm: int = 1000,
+        report: float | None = None,
+        verbose: int = 0,
+        stderr: int | IO[Any] | None = None,
+    ) -> None:
+        _zmq()  # fail here, with the hint to install it, rather than in the child
+        if direction not in ("out", "in"):
+            raise InvalidArgument(f"direction must be 'out' or 'in', not {direction!r}")
+        validate_topic(topic)
+        if direction == "out" and local_name is not None:
+            raise InvalidArgument("local_name is for inbound bridges only")
+        #: The local topic the bridge reads (out) or publishes (in).
+        self.local_topic = validate_topic(topic if local_name is None else local_name)
+        if not isinstance(address, str) or not address:
+            raise InvalidArgument(
+                f"address must be a ZeroMQ endpoint such as 'tcp://host:5555', not {address!r}"
+            )
+        if isinstance(hwm, bool) or not isinstance(hwm, int) or hwm < 0:
+            raise InvalidArgument(f"hwm must be a whole number >= 0, not {hwm!r}")
+        if report is not None and (
+            isinstance(report, bool) or not isinstance(report, (int, float)) or not 0 < report < 1e6
+        ):
+            raise InvalidArgument(f"report must be None or a number of seconds > 0, not {report!r}")
+        if isinstance(verbose, bool) or not isinstance(verbose, int) or verbose < 0:
+            raise InvalidArgument(f"verbose must be a whole number >= 0, not {verbose!r}")
+        watched, held = os.pipe()  # neither end is inherited by anything but the child below
+        self._stop_pipe = os.fdopen(held, "wb", buffering=0)
+        command = [sys.executable, "-m", "shmpubsub", *["-v"] * verbose, "bridge", direction]
+        command.append(f"--bind={address}" if direction == "out" else f"--connect={address}")
+        command.append(f"--hwm={hwm}")
+        if local_name is not None:
+            command.append(f"--as={local_name}")
+        if report is not None:
+            command.append(f"--report={report!r}")
+        command += [f"--supervisor-fd={watched}", "--", topic]  # "--": a topic may start with "-"
+        try:
+            self._process = subprocess.Popen(command, pass_fds=(watched,), stderr=stderr)
+        except BaseException:
+            self._stop_pipe.close()
+            raise
+        finally:
+            os.close(watched)
+        #: The bridge process.
+        self.pid = self._process.pid
+        # Read while the child is ours and unreaped, so its pid cannot have been reused.
+        self._start_time = _proc.start_time(self.pid) or 0
+        #: The child's exit status once it ended (negative: killed by that signal), else None.
+        self.returncode: int | None = None
+        #: What was removed after the child ended (see above).
+        self.removed: list[str] = []
+        self._closed = False
+
+    def stop(self) -> None:
+        """Asks the bridge to stop; it closes cleanly and exits with status 0. Returns at once;
+        idempotent, and safe to call from a signal handler."""
+        self._stop_pipe.close()
+
+    def poll(self) -> int | None:
+        """The child's exit status if it ended (then its leftovers are removed), else None."""
+        code = self._process.poll()
+        return None if code is None else self._ended(code)
+
+    def wait(self) -> int:
+        """Waits for the child to end, removes what it left, and returns its exit status
+        (negative: killed by that signal)."""
+        return self._ended(self._process.wait())
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stops the bridge and waits for it; one that has not exited after *timeout* seconds
+        is killed (and what it leaves removed). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stop()
+        try:
+            code = self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("bridge process %d did not stop within %g s; killing it", self.pid, timeout)
+            self._process.kill()
+            code = self._process.wait()
+        self._ended(code)
+
+    def _ended(self, code: int) -> int:
+        if self.returncode is None:
+            self.returncode = code
+            self.stop()
+            try:
+                self.removed = admin.clean_up_after(self.pid, self._start_time, [self.local_topic])
+            except (ShmPubSubError, OSError) as e:
+                log.warning("cannot clean up after bridge process %d (shmpubsub gc will): %s", self.pid, e)
+        return code
+
+    def __repr__(self) -> str:
+        state = "running" if self.returncode is None else f"returncode={self.returncode}"
+        return f"<shmpubsub.bridge.SupervisedBridge pid={self.pid} {self.local_topic!r} {state}>"

@@ -11,8 +11,10 @@ import json
 import logging
 import os
 import signal
+import stat
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -29,6 +31,8 @@ exit status:
   1    the topic does not exist, its segment is invalid, or another error (one line on stderr)
   2    usage error: unknown option, bad argument, invalid topic name
   130  Ctrl-C during ls, info, gc or demo
+  137  bridge: its bridge process was killed by SIGKILL (128 + the signal's number; what it
+       left was removed)
 
 Colour is used only when stdout is a terminal and NO_COLOR is not set."""
 
@@ -320,9 +324,51 @@ def _demo(args: argparse.Namespace) -> int:
 # -- bridge -------------------------------------------------------------------------
 
 
+# Each of them makes a bridge (and its supervisor) stop and close cleanly.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _bridge(args: argparse.Namespace) -> int:
+    """Runs the bridge in a child process under this one (bridge.SupervisedBridge), which
+    removes what the child leaves if it is killed; the child is this command again, with
+    --supervisor-fd."""
     from . import bridge
 
+    if args.supervisor_fd is not None:
+        return _run_bridge(args)
+    supervised = bridge.SupervisedBridge(
+        args.direction,
+        args.topic,
+        args.bind if args.direction == "out" else args.connect,
+        local_name=getattr(args, "local_name", None),
+        hwm=args.hwm,
+        report=args.report,
+        verbose=getattr(args, "verbose", 0),
+    )
+    with supervised:
+        for signum in _STOP_SIGNALS:  # the child may get them too (Ctrl-C): stopping is idempotent
+            signal.signal(signum, lambda *_: supervised.stop())
+        code = supervised.wait()
+    if code < 0:
+        try:
+            how = signal.Signals(-code).name
+        except ValueError:  # a real-time signal has no name
+            how = f"signal {-code}"
+        print(f"shmpubsub: the bridge process (pid {supervised.pid}) was killed by {how}", file=sys.stderr)
+    for item in supervised.removed:
+        print(f"shmpubsub: removed {item}", file=sys.stderr)
+    return code if code >= 0 else 128 - code  # the shell's convention for a killed process
+
+
+def _run_bridge(args: argparse.Namespace) -> int:
+    """The bridge itself. Stops, closing cleanly, on any of _STOP_SIGNALS or when its supervisor
+    stops it or dies (end-of-file on --supervisor-fd)."""
+    from . import bridge
+
+    stop = threading.Event()
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, lambda *_: stop.set())
+    _stop_at_end_of_file(args.supervisor_fd, stop)
     link: bridge.BridgeOut | bridge.BridgeIn
     if args.direction == "out":
         out = bridge.BridgeOut(args.topic, args.bind, hwm=args.hwm)
@@ -332,15 +378,31 @@ def _bridge(args: argparse.Namespace) -> int:
         where = f"{args.connect} -> topic {link.local_name!r}"
     with link:
         print(f"shmpubsub: bridging {where} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-        try:
-            while True:
-                link.run(duration=args.report if args.report else None)
-                if args.report:
-                    print(_bridge_stats(link.stats()), file=sys.stderr, flush=True)
-        except KeyboardInterrupt:
-            pass
+        while not stop.is_set():
+            link.run(stop_event=stop, duration=args.report)
+            if args.report and not stop.is_set():
+                print(_bridge_stats(link.stats()), file=sys.stderr, flush=True)
         print(f"shmpubsub: bridge stopped: {_bridge_stats(link.stats())}", file=sys.stderr)
     return 0
+
+
+def _stop_at_end_of_file(fd: int, stop: threading.Event) -> None:
+    """Sets *stop* once *fd*, the read end of a pipe whose write end only the supervisor holds,
+    reaches end-of-file: the supervisor closed it, or died."""
+    try:
+        is_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        is_pipe = False
+    if not is_pipe:
+        raise InvalidArgument(f"--supervisor-fd {fd}: not an open pipe")
+
+    def watch() -> None:
+        with open(fd, "rb", buffering=0) as pipe:
+            while pipe.read(1):
+                pass  # nothing is ever written: only the end counts
+        stop.set()
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
 
 
 def _bridge_stats(stats: dict[str, int]) -> str:
@@ -492,7 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
         "to a local topic and republishes every message on a PUB socket, with its sequence number and "
         "the losses so far; `bridge in TOPIC --connect tcp://HOST:PORT [--as NAME]` republishes them "
         "into a local topic of the same geometry. The local publisher is never slowed: a slow network "
-        "costs messages, which are counted. Runs until Ctrl-C or SIGTERM, then prints its counters.",
+        "costs messages, which are counted. Runs until Ctrl-C, SIGTERM or SIGHUP, then prints its "
+        "counters. The bridge runs in a child process: if it is killed, this command removes what it "
+        "left (the local topic of `in`, the subscriber entry of `out`); if this command is killed, the "
+        "bridge closes cleanly.",
     )
     directions = bridge.add_subparsers(dest="direction", required=True, metavar="DIRECTION")
     for direction, help_text in (
@@ -525,6 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
         side.add_argument(
             "--report", type=_seconds, metavar="S", help="print the counters on stderr every S seconds"
         )
+        # Internal: run the bridge in this process, as the child of a supervising `bridge`.
+        side.add_argument("--supervisor-fd", type=_count, help=argparse.SUPPRESS)
     bridge.set_defaults(run=_bridge)
     return parser
 
