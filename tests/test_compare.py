@@ -48,9 +48,10 @@ def test_harness_shmpubsub_and_pipe(compare: ModuleType, tmp_path: Path) -> None
         ("latency", "shmpubsub", "spin"),
         ("latency", "shmpubsub", "block"),
         ("latency", "mp-pipe", "block"),
-        ("throughput", "shmpubsub", "default"),
+        *(("throughput", "shmpubsub", mode) for mode in ("default", "batch", "view")),
         ("throughput", "mp-pipe", "block"),
-        ("fanout", "shmpubsub", "default"),  # a Pipe does not broadcast: no fan-out row
+        # A Pipe does not broadcast: no fan-out row.
+        *(("fanout", "shmpubsub", mode) for mode in ("default", "batch", "view")),
     }
     for key, cell in cells.items():
         assert cell["verified"], key

@@ -103,6 +103,11 @@ class Sender:
     def send(self, data: Any) -> None:
         raise NotImplementedError
 
+    def send_batch(self, records: bytearray, size: int) -> None:
+        """Batch modes: sends the *size*-byte messages laid end to end in *records*, through
+        the transport's batch call (converting them to what it takes)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -111,10 +116,24 @@ class Receiver:
     def recv(self) -> Any:
         raise NotImplementedError
 
+    def recv_batch(self) -> Sequence[Any]:
+        """Batch modes: every message there is (at least one, at most 256), in one call."""
+        raise NotImplementedError
+
     def try_recv(self) -> Any:
         raise NotImplementedError
 
     def lost(self) -> int | None:
+        return None
+
+    def retracted(self) -> int:
+        """Zero-copy modes: messages returned by recv() that turned out overwritten when their
+        view was validated (they do not count as delivered)."""
+        return 0
+
+    def sample(self) -> bytes | None:
+        """Zero-copy modes: a validated copy of a recent message, for the byte-for-byte check
+        (the last message's view is gone by the time the end mark comes)."""
         return None
 
     def close(self) -> None:
@@ -144,6 +163,7 @@ class Transport:
     latency_modes: ClassVar[dict[str, str]] = {}  # mode -> how the receiver waits
     spin_modes: frozenset[str] = frozenset()  # modes that busy-poll
     throughput_modes: ClassVar[dict[str, str]] = {}
+    batch_modes: frozenset[str] = frozenset()  # throughput modes that send and receive in batches
     sender_note = ""
 
     def missing(self) -> str | None:
@@ -191,22 +211,58 @@ class _SpsSender(Sender):
             spec["topic"], slots=spec["slots"], slot_size=spec["slot_size"], max_subscribers=max(8, receivers)
         )
         self.send = self.pub.publish  # type: ignore[method-assign,assignment]
+        publish_many = self.pub.publish_many
+
+        def send_batch(records: bytearray, size: int) -> None:
+            publish_many(records, size=size)
+
+        self.send_batch = send_batch  # type: ignore[method-assign]
 
     def close(self) -> None:
         self.pub.close()
 
 
 class _SpsReceiver(Receiver):
-    def __init__(self, spec: dict[str, Any], spin_us: float) -> None:
+    def __init__(self, spec: dict[str, Any], mode: str, spin_us: float) -> None:
         import shmpubsub as sps
 
         self.sub = sps.Subscriber(spec["topic"], start="next", spin_us=spin_us)
-        receive = self.sub.receive
+        self._retracted = 0
+        self._sample: bytes | None = None
+        self._open: list[Any] = []  # view mode: the view still open
+        if mode == "view":
+            # The message stays in its slot while the caller reads it; the view is validated
+            # when the next one is taken (a message overwritten meanwhile is retracted). One
+            # message in 256 is copied before its validation, as the sample to check.
+            view, opened = self.sub.view, self._open
+            taken = 0
 
-        def recv() -> bytes:
-            return receive().data
+            def recv() -> Any:
+                nonlocal taken
+                if opened:
+                    previous = opened.pop()
+                    taken += 1
+                    copy = bytes(previous.data) if taken & 255 == 1 else None
+                    try:
+                        previous.__exit__(None, None, None)
+                    except sps.MessageOverwritten:
+                        self._retracted += 1
+                        copy = None
+                    if copy is not None and len(copy) > MIN_SIZE:
+                        self._sample = copy
+                current = view()
+                data = current.__enter__().data
+                opened.append(current)
+                return data
+
+        else:
+            receive = self.sub.receive
+
+            def recv() -> Any:
+                return receive().data
 
         self.recv = recv  # type: ignore[method-assign]
+        self.recv_batch = self.sub.receive_many  # type: ignore[method-assign,assignment]
 
     def try_recv(self) -> Any:
         msg = self.sub.try_receive()
@@ -215,7 +271,16 @@ class _SpsReceiver(Receiver):
     def lost(self) -> int | None:
         return self.sub.lost
 
+    def retracted(self) -> int:
+        return self._retracted
+
+    def sample(self) -> bytes | None:
+        return self._sample
+
     def close(self) -> None:
+        for current in self._open:
+            with contextlib.suppress(Exception):
+                current.__exit__(None, None, None)
         self.sub.close()
 
 
@@ -233,10 +298,14 @@ class ShmPubSub(Transport):
     }
     spin_modes = frozenset({"spin"})
     throughput_modes: ClassVar[dict[str, Any]] = {
-        "default": "`receive()` with the default `spin_us=50` (spins 50 µs, then sleeps)"
+        "default": "`receive()` with the default `spin_us=50` (spins 50 µs, then sleeps)",
+        "batch": "`publish_many(records, size=n)` and `receive_many()`: up to 256 messages in one "
+        "call each way",
+        "view": "`view()`: zero-copy, a read-only view into the slot, validated when the next is taken",
     }
+    batch_modes = frozenset({"batch"})
     sender_note = "`Publisher.publish(bytearray)` (one copy into the ring; never blocks, laps slow readers)"
-    _SPIN: ClassVar[dict[str, Any]] = {"spin": 1e6, "block": 0.0, "default": 50.0}
+    _SPIN: ClassVar[dict[str, Any]] = {"spin": 1e6, "block": 0.0}
 
     def channel(self, ctx: Any, env: RunEnv, size: int, receivers: int) -> Any:
         return {
@@ -255,7 +324,7 @@ class ShmPubSub(Transport):
         return _SpsSender(spec, receivers)
 
     def receiver(self, spec: Any, index: int, mode: str, size: int) -> Receiver:
-        return _SpsReceiver(spec, self._SPIN[mode])
+        return _SpsReceiver(spec, mode, self._SPIN.get(mode, 50.0))
 
 
 # iceoryx2 ------------------------------------------------------------------------------------
@@ -709,34 +778,32 @@ class SocketPair(Transport):
 
 class _FifoSender(Sender):
     def __init__(self, q: Any) -> None:
-        put = q.put
+        put, put_many = q.put, q.put_many
 
         def send(data: Any) -> None:
             put(data, True, 3600.0)
 
+        def send_batch(records: bytearray, size: int) -> None:
+            # put_many takes a list of objects: one per message, sliced from the records.
+            put_many([records[i : i + size] for i in range(0, len(records), size)], True, 3600.0)
+
         self.send = send  # type: ignore[method-assign]
+        self.send_batch = send_batch  # type: ignore[method-assign]
 
 
 class _FifoReceiver(Receiver):
-    def __init__(self, q: Any, mode: str) -> None:
+    def __init__(self, q: Any) -> None:
         self.q = q
-        if mode == "get_many":
-            # Takes everything queued in one call, then hands it out one message at a time.
-            get_many = q.get_many
-            batch: list[Any] = []
+        get, get_many = q.get, q.get_many
 
-            def recv() -> Any:
-                if not batch:
-                    batch.extend(reversed(get_many(True, 3600.0)))
-                return batch.pop()
+        def recv() -> Any:
+            return get(True, 3600.0)
 
-        else:
-            get = q.get
-
-            def recv() -> Any:
-                return get(True, 3600.0)
+        def recv_batch() -> Any:
+            return get_many(True, 3600.0, max_messages_to_get=256)
 
         self.recv = recv  # type: ignore[method-assign]
+        self.recv_batch = recv_batch  # type: ignore[method-assign]
 
     def try_recv(self) -> Any:
         try:
@@ -754,8 +821,9 @@ class FasterFifo(Transport):
     latency_modes: ClassVar[dict[str, Any]] = {"block": "blocking `get()`"}
     throughput_modes: ClassVar[dict[str, Any]] = {
         "block": "blocking `get()`",
-        "get_many": "blocking `get_many()` (every message queued, in one call), then one at a time",
+        "batch": "`put_many(list)` and blocking `get_many()`: up to 256 messages in one call each way",
     }
+    batch_modes = frozenset({"batch"})
     sender_note = (
         "`put(bytearray)` (pickled at once into a circular buffer in shared memory; blocks when full)"
     )
@@ -768,7 +836,7 @@ class FasterFifo(Transport):
         return _FifoSender(spec)
 
     def receiver(self, spec: Any, index: int, mode: str, size: int) -> Receiver:
-        return _FifoReceiver(spec, mode)
+        return _FifoReceiver(spec)
 
 
 TRANSPORTS: dict[str, Transport] = {
@@ -992,6 +1060,11 @@ def _role_echo(transport: Transport, side: Side, i: int, size: int) -> dict[str,
         tx.close()
 
 
+def batch_for(size: int) -> int:
+    """Messages per batch in batch modes: 64, or fewer to keep a batch within 256 KiB."""
+    return max(1, min(64, (256 << 10) // size))
+
+
 def _role_pub(transport: Transport, side: Side, i: int, size: int) -> dict[str, Any]:
     assert side.out is not None
     chan = side.out[i]
@@ -1000,25 +1073,52 @@ def _role_pub(transport: Transport, side: Side, i: int, size: int) -> dict[str, 
         side.barrier.wait()  # the sender exists
         side.barrier.wait()  # so do the receivers
         _sync(tx, chan.acks, None, None)
-        buf = payload_for(0, size)
-        pack, send, now = HDR.pack_into, tx.send, time.perf_counter_ns
-        mask = 63 if size <= 4096 else 0
-        seq = 0
+        now = time.perf_counter_ns
         cpu0 = time.process_time()
         t0 = now()
         deadline = t0 + int(side.budget * 1e9)
-        while seq < side.max_rounds:
-            pack(buf, 0, seq)
-            send(buf)
-            seq += 1
-            if not seq & mask and now() >= deadline:
-                break
+        if side.mode in transport.batch_modes:
+            seq = _send_batches(tx, size, side.max_rounds, deadline)
+        else:
+            seq = _send_each(tx, size, side.max_rounds, deadline)
         t1 = now()
         cpu = time.process_time() - cpu0
         _finish(tx, chan.done, transport.lossy)
         return {"sent": seq, "t0": t0, "t1": t1, "cpu_util": cpu / ((t1 - t0) / 1e9)}
     finally:
         tx.close()
+
+
+def _send_each(tx: Sender, size: int, max_messages: int, deadline: int) -> int:
+    """Sends messages 0, 1, ... one call each until the deadline; returns how many."""
+    buf = payload_for(0, size)
+    pack, send, now = HDR.pack_into, tx.send, time.perf_counter_ns
+    mask = 63 if size <= 4096 else 0
+    seq = 0
+    while seq < max_messages:
+        pack(buf, 0, seq)
+        send(buf)
+        seq += 1
+        if not seq & mask and now() >= deadline:
+            break
+    return seq
+
+
+def _send_batches(tx: Sender, size: int, max_messages: int, deadline: int) -> int:
+    """The same in batches: the messages lie end to end in one buffer, each stamped with its
+    number (one strided store per batch)."""
+    per_batch = batch_for(size)
+    records = payload_for(0, size) * per_batch
+    numbers = memoryview(records).cast("Q")[:: size // 8]
+    send_batch, now = tx.send_batch, time.perf_counter_ns
+    seq = 0
+    while seq < max_messages:
+        numbers[:] = array("Q", range(seq, seq + per_batch))
+        send_batch(records, size)
+        seq += per_batch
+        if now() >= deadline:
+            break
+    return seq
 
 
 def _role_sub(transport: Transport, side: Side, i: int, size: int) -> dict[str, Any]:
@@ -1029,20 +1129,91 @@ def _role_sub(transport: Transport, side: Side, i: int, size: int) -> dict[str, 
     try:
         side.barrier.wait()
         _sync(None, (), rx, chan.acks[side.index])
-        recv, unpack, now = rx.recv, HDR.unpack_from, time.perf_counter_ns
-        count = 0
-        last = -1
-        out_of_order = bad_length = 0
-        previous: Any = None
-        cpu0, wall0 = time.process_time(), now()
-        t_last = wall0
-        while True:
-            data = recv()
-            t = now()  # the time of the last message, whenever the end mark comes
+        cpu0, wall0 = time.process_time(), time.perf_counter_ns()
+        receive = _receive_batches if side.mode in transport.batch_modes else _receive_each
+        tally = receive(rx, size, wall0)
+        cpu_util = (time.process_time() - cpu0) / max(1e-9, (time.perf_counter_ns() - wall0) / 1e9)
+        verified = _verify(rx.sample(), tally, size)
+        retracted = rx.retracted()
+        chan.done[side.index].set()
+        return {
+            "delivered": tally.count - retracted,
+            "retracted": retracted,
+            "last_seq": tally.last,
+            "t_end": tally.t_last,
+            "cpu_util": cpu_util,
+            "verified": verified,
+            "out_of_order": tally.out_of_order,
+            "bad_length": tally.bad_length,
+            "transport_lost": rx.lost(),
+        }
+    finally:
+        rx.close()
+
+
+def _verify(sample: bytes | None, tally: _Tally, size: int) -> bool:
+    """The sample (zero-copy modes), or else the last message, byte for byte."""
+    if sample is not None:
+        return sample == bytes(payload_for(HDR.unpack_from(sample)[0], size))
+    try:
+        return tally.previous is not None and bytes(tally.previous) == bytes(payload_for(tally.last, size))
+    except ValueError:  # a released view
+        return False
+
+
+@dataclass
+class _Tally:
+    """What a receiver saw: messages, the last number and payload, and anomalies."""
+
+    count: int
+    last: int
+    out_of_order: int
+    bad_length: int
+    previous: Any
+    t_last: int  # when the last message came
+
+
+def _receive_each(rx: Receiver, size: int, t_start: int) -> _Tally:
+    """Receives one message per call until the end mark, touching each: len() and its number."""
+    recv, unpack, now = rx.recv, HDR.unpack_from, time.perf_counter_ns
+    count = out_of_order = bad_length = 0
+    last = -1
+    previous: Any = None
+    t_last = t_start
+    while True:
+        data = recv()
+        t = now()  # the time of the last message, whenever the end mark comes
+        seq = unpack(data)[0]
+        if seq >= END:
+            if seq == END:
+                break
+            continue
+        t_last = t
+        if len(data) != size:
+            bad_length += 1
+        if seq <= last:
+            out_of_order += 1
+        last = seq
+        count += 1
+        previous = data
+    return _Tally(count, last, out_of_order, bad_length, previous, t_last)
+
+
+def _receive_batches(rx: Receiver, size: int, t_start: int) -> _Tally:
+    """The same, a batch per call; every message is touched just the same."""
+    recv_batch, unpack, now = rx.recv_batch, HDR.unpack_from, time.perf_counter_ns
+    count = out_of_order = bad_length = 0
+    last = -1
+    previous: Any = None
+    t_last = t_start
+    ended = False
+    while not ended:
+        batch = recv_batch()
+        t = now()
+        for data in batch:
             seq = unpack(data)[0]
             if seq >= END:
-                if seq == END:
-                    break
+                ended = ended or seq == END
                 continue
             t_last = t
             if len(data) != size:
@@ -1052,21 +1223,7 @@ def _role_sub(transport: Transport, side: Side, i: int, size: int) -> dict[str, 
             last = seq
             count += 1
             previous = data
-        cpu_util = (time.process_time() - cpu0) / max(1e-9, (now() - wall0) / 1e9)
-        chan.done[side.index].set()
-        verified = previous is not None and bytes(previous) == bytes(payload_for(last, size))
-        return {
-            "delivered": count,
-            "last_seq": last,
-            "t_end": t_last,
-            "cpu_util": cpu_util,
-            "verified": verified,
-            "out_of_order": out_of_order,
-            "bad_length": bad_length,
-            "transport_lost": rx.lost(),
-        }
-    finally:
-        rx.close()
+    return _Tally(count, last, out_of_order, bad_length, previous, t_last)
 
 
 _ROLES: dict[str, Callable[[Transport, Side, int, int], dict[str, Any]]] = {
