@@ -110,6 +110,7 @@ class Subscriber(Handle):
         self._spin = spin_us / 1e6
         self._spin_ns = int(min(self._spin, _SPIN_SLICE) * 1e9)  # spun inside the first read
         self._selectable = False
+        self._wake_pending = False  # a wake-up datagram may wait in our socket
         self._publisher_dead = False
         self._end_reason: str | None = None
         self._control_segment: Segment | None = None
@@ -346,7 +347,6 @@ class Subscriber(Handle):
         deadline = math.inf if timeout is None else time.monotonic() + timeout - spun
         spin = self._spin - spun
         backoff = 0.00005
-        woken = False
         while True:
             if spin > 0 and self._spin_until(min(deadline, time.monotonic() + spin)):
                 got = take()
@@ -354,7 +354,9 @@ class Subscriber(Handle):
                     return got
                 continue
             spin = self._spin
-            got = self._arm_and_read(drain=woken or self._selectable, take=take)
+            # A wake-up datagram left from an earlier wait is drained first: it would end
+            # the coming sleep at once.
+            got = self._arm_and_read(drain=self._wake_pending or self._selectable, take=take)
             if got is not None:
                 return got
             reason = self._ended()
@@ -371,7 +373,7 @@ class Subscriber(Handle):
                 if not self._selectable:
                     self._reader.disarm()
                 raise ReceiveTimeout(f"no message on topic {self.topic!r} within {timeout} s")
-            woken = self._sleep(remaining, backoff)
+            self._wake_pending = self._sleep(remaining, backoff) or self._wake_pending
             backoff = min(backoff * 2, _PASSIVE_POLL_MAX)
             got = take()
             if got is not None:
@@ -412,11 +414,13 @@ class Subscriber(Handle):
             return None
         if drain:
             self._wake.drain()
+            self._wake_pending = False
         if self._reader.arm():
             got = take()
             if got is not None:
                 return got
             self._wake.wake_self()  # the topic ended: keep our descriptor readable
+            self._wake_pending = True
         return None
 
     def _ended(self) -> str | None:
