@@ -343,8 +343,19 @@ class Writer:
     def publish_many(self, messages: Any, size: int | None) -> int:
         """Publishes a batch (see Publisher.publish_many): the first message's number."""
         if size is None:
+            if isinstance(messages, (bytes, bytearray, memoryview)):
+                raise InvalidType(
+                    "publish_many takes an iterable of messages; for one buffer of fixed-size messages "
+                    "pass size="
+                )
             if not isinstance(messages, (list, tuple)):
-                messages = list(messages)
+                try:
+                    items = iter(messages)
+                except TypeError:
+                    raise InvalidType(
+                        f"publish_many takes an iterable of messages, not {type(messages).__name__}"
+                    ) from None
+                messages = list(items)
             if set(map(type, messages)) <= _BYTE_SIZED:  # their len() counts bytes
                 lengths = list(map(len, messages))
             else:
