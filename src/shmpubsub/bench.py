@@ -1907,29 +1907,40 @@ class Report:
             f"One publisher, {n} receivers, each in its own process ({n + 1} processes on "
             f"{self.data['meta']['nproc']} cores). Per "
             "receiver: messages delivered per second (slowest to fastest) and the most any receiver lost. "
-            "The ratio compares the slowest receiver with shmpubsub's slowest."
+            "The ratio compares the slowest receiver with shmpubsub's slowest. With more processes "
+            "than cores, the publisher's wall-clock rate falls with the CPU time the receivers take "
+            "from it; *per CPU-second* (messages sent per second of the publisher's own CPU time) "
+            "shows what the receivers cost it otherwise, against the same in the 1→1 run."
         )
         w("")
-        w("| transport | receive path | size | publisher sent | delivered per receiver | most lost |")
-        w("|---|---|---|---|---|---|")
+        w(
+            "| transport | receive path | size | publisher sent | per CPU-second (vs 1→1) "
+            "| delivered per receiver | most lost |"
+        )
+        w("|---|---|---|---|---|---|---|")
         for transport, mode in rows:
             for size in self.sizes:
                 cell = self.cells.get(("fanout", transport, mode, size))
                 why = self.failed(cell)
                 if why is not None or cell is None:
-                    w(f"| {self.label(transport, mode)} | {fmt_size(size)} | {why} | | |")
+                    w(f"| {self.label(transport, mode)} | {fmt_size(size)} | {why} | | | |")
                     continue
                 rates = [r["delivered_per_s"] for r in cell["receivers"]]
                 flag = "" if cell["verified"] else " ⚠ unverified"
+                per_cpu = _per_cpu_second(cell)
+                alone = _per_cpu_second(self.cells.get(("throughput", transport, mode, size)))
+                versus = f" ({_pct(per_cpu / alone)})" if per_cpu and alone else ""
                 w(
                     f"| {self.label(transport, mode)} | {fmt_size(size)} | {fmt_rate(cell['sent_per_s'])} "
                     f"(CPU {_pct(cell['publisher_cpu_util'])}) | "
+                    f"{fmt_rate(per_cpu) if per_cpu else 'n/a'}{versus} | "
                     f"{fmt_rate(min(rates))} to {fmt_rate(max(rates))}"
                     f"{fmt_ratio(self.rate_ratio(cell))}{flag} | {_loss(cell['lost'], cell['sent'])} |"
                 )
         for t in self.transports.values():
             if t["status"] == "ok" and not t["broadcast"]:
-                w(f"| {t['title']} | N/A | | point-to-point: one message, one receiver (no broadcast) | | |")
+                no_fanout = "point-to-point: one message, one receiver (no broadcast)"
+                w(f"| {t['title']} | N/A | | {no_fanout} | | | |")
         w("")
 
     def _notes(self, w: Callable[[str], None]) -> None:
@@ -2035,6 +2046,13 @@ class Report:
         plt.close(fig)
         written.append(path)
         return written
+
+
+def _per_cpu_second(cell: dict[str, Any] | None) -> float | None:
+    """Messages the publisher sent per second of its own CPU time."""
+    if cell is None or cell.get("status") != "ok" or not cell.get("publisher_cpu_util"):
+        return None
+    return float(cell["sent_per_s"]) / float(cell["publisher_cpu_util"])
 
 
 def _pct(x: float | None) -> str:
