@@ -127,13 +127,13 @@ class Receiver:
         return None
 
     def retracted(self) -> int:
-        """Zero-copy modes: messages returned by recv() that turned out overwritten when their
-        view was validated (they do not count as delivered)."""
+        """Zero-copy modes: messages found overwritten when their view was validated (never
+        returned, so never counted as delivered)."""
         return 0
 
     def sample(self) -> bytes | None:
         """Zero-copy modes: a validated copy of a recent message, for the byte-for-byte check
-        (the last message's view is gone by the time the end mark comes)."""
+        (recv() returns only what it touched in the slot)."""
         return None
 
     def close(self) -> None:
@@ -203,6 +203,21 @@ class Transport:
 # shmpubsub ---------------------------------------------------------------------------------
 
 
+class _Seen(bytes):
+    """What a zero-copy receiver touched of a message: its first bytes (the number), and its
+    length as len()."""
+
+    length: int
+
+    def __new__(cls, head: Any, length: int) -> _Seen:
+        seen = super().__new__(cls, head)
+        seen.length = length
+        return seen
+
+    def __len__(self) -> int:
+        return self.length
+
+
 class _SpsSender(Sender):
     def __init__(self, spec: dict[str, Any], receivers: int) -> None:
         import shmpubsub as sps
@@ -229,31 +244,29 @@ class _SpsReceiver(Receiver):
         self.sub = sps.Subscriber(spec["topic"], start="next", spin_us=spin_us)
         self._retracted = 0
         self._sample: bytes | None = None
-        self._open: list[Any] = []  # view mode: the view still open
         if mode == "view":
-            # The message stays in its slot while the caller reads it; the view is validated
-            # when the next one is taken (a message overwritten meanwhile is retracted). One
-            # message in 256 is copied before its validation, as the sample to check.
-            view, opened = self.sub.view, self._open
+            # Zero-copy: the message is touched in its slot (its length and number), then the
+            # view is validated; one overwritten meanwhile is retracted, and the next taken.
+            # One message in 256 is copied inside its view, as the sample checked byte for byte.
+            view = self.sub.view
             taken = 0
 
             def recv() -> Any:
                 nonlocal taken
-                if opened:
-                    previous = opened.pop()
+                while True:
                     taken += 1
-                    copy = bytes(previous.data) if taken & 255 == 1 else None
+                    current = view()
+                    data = current.__enter__().data
+                    seen = _Seen(data[:8], len(data))
+                    copy = bytes(data) if taken & 255 == 1 else None
                     try:
-                        previous.__exit__(None, None, None)
+                        current.__exit__(None, None, None)
                     except sps.MessageOverwritten:
                         self._retracted += 1
-                        copy = None
+                        continue
                     if copy is not None and len(copy) > MIN_SIZE:
                         self._sample = copy
-                current = view()
-                data = current.__enter__().data
-                opened.append(current)
-                return data
+                    return seen
 
         else:
             receive = self.sub.receive
@@ -278,9 +291,6 @@ class _SpsReceiver(Receiver):
         return self._sample
 
     def close(self) -> None:
-        for current in self._open:
-            with contextlib.suppress(Exception):
-                current.__exit__(None, None, None)
         self.sub.close()
 
 
@@ -301,7 +311,7 @@ class ShmPubSub(Transport):
         "default": "`receive()` with the default `spin_us=50` (spins 50 µs, then sleeps)",
         "batch": "`publish_many(records, size=n)` and `receive_many()`: up to 256 messages in one "
         "call each way",
-        "view": "`view()`: zero-copy, a read-only view into the slot, validated when the next is taken",
+        "view": "`view()`: zero-copy, the message touched in its slot, then the view validated",
     }
     batch_modes = frozenset({"batch"})
     sender_note = "`Publisher.publish(bytearray)` (one copy into the ring; never blocks, laps slow readers)"
@@ -1137,7 +1147,7 @@ def _role_sub(transport: Transport, side: Side, i: int, size: int) -> dict[str, 
         retracted = rx.retracted()
         chan.done[side.index].set()
         return {
-            "delivered": tally.count - retracted,
+            "delivered": tally.count,
             "retracted": retracted,
             "last_seq": tally.last,
             "t_end": tally.t_last,
