@@ -664,8 +664,9 @@ int64_t sps_read_latest(struct sps_reader *r, char *dst, uint64_t cap, uint64_t 
     return rc;
 }
 
-int64_t sps_view_begin(struct sps_reader *r, uint64_t *offset)
+int64_t sps_view_begin(struct sps_reader *r)
 {
+    uint64_t *offset = &r->view_offset;
     *offset = 0;
     r->view_seq = 0;
     if (!sps_enter(&r->busy, &r->closed))

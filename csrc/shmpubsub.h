@@ -109,6 +109,7 @@ struct sps_reader {
     int closed;
     int busy;                 /* private: calls in flight (close waits for them) */
     uint64_t view_seq;        /* sequence word seen by sps_view_begin (0: no view open) */
+    uint64_t view_offset;     /* where sps_view_begin found the payload, in the mapping */
     int armed;                /* our sleepers bit may be set */
     uint64_t sleeper_bit;     /* our bit in *sleepers */
     uint64_t *sleepers;       /* the word of the sleepers bitmap holding our bit (NULL: unbound) */
@@ -218,12 +219,12 @@ int64_t sps_take_wait(struct sps_reader *r);
 int64_t sps_take_many(struct sps_reader *r);
 /* Copies the newest complete message without moving the stream; *seq gets its number. */
 int64_t sps_read_latest(struct sps_reader *r, char *dst, uint64_t cap, uint64_t *seq);
-/* Zero-copy read of the next message: its length (and *offset of its payload in the
- * mapping), SPS_EMPTY, SPS_BUSY or SPS_CLOSED; lapping is absorbed as in sps_read. The
+/* Zero-copy read of the next message: its length (and r->view_offset, where its payload
+ * is in the mapping), SPS_EMPTY, SPS_BUSY or SPS_CLOSED; lapping is absorbed as in sps_read. The
  * caller reads the payload in place, then calls sps_view_end: SPS_OK if nothing was
  * overwritten meanwhile (the message is consumed), SPS_OVERWRITTEN if it was (what was
  * read must be discarded; the reader has resynchronised and counted the loss). */
-int64_t sps_view_begin(struct sps_reader *r, uint64_t *offset);
+int64_t sps_view_begin(struct sps_reader *r);
 int sps_view_end(struct sps_reader *r);
 /* Refuses further calls and waits for those in flight in other threads (all of them are
  * bounded in time): once it returns, the mapping may go. */

@@ -638,12 +638,11 @@ class Reader:
     def view_begin(self) -> tuple[int, int] | None:
         """Locates the next message for a zero-copy read: (offset in the mapping, length), or
         None if there is none yet. Must be followed by :meth:`view_end`."""
-        offset = ffi.new("uint64_t *")
         deadline = 0.0
         while True:
-            n: int = lib.sps_view_begin(self._r, offset)
+            n: int = lib.sps_view_begin(self._r)
             if n >= 0:
-                return int(offset[0]), n
+                return self._r.view_offset, n
             if n == _BUSY:
                 deadline = deadline or _busy_deadline()
                 if time.monotonic() < deadline:
