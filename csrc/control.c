@@ -252,7 +252,7 @@ void sps_writer_bind(struct sps_writer *w, const struct sps_control *c)
     w->sleeper_words = c->sleeper_words;
 }
 
-uint32_t sps_collect_sleepers(struct sps_control *c, uint32_t *out, uint32_t max)
+uint32_t sps_collect_sleepers(struct sps_control *c, uint32_t *indices, uint64_t *tokens, uint32_t max)
 {
     if (!sps_enter(&c->busy, &c->closed))
         return 0;
@@ -265,8 +265,13 @@ uint32_t sps_collect_sleepers(struct sps_control *c, uint32_t *out, uint32_t max
         while (bits != 0) {
             uint32_t index = w * 64 + (uint32_t)__builtin_ctzll(bits);
             bits &= bits - 1;
-            if (index < c->max_subscribers && found < max)
-                out[found++] = index;
+            if (index >= c->max_subscribers || found >= max)
+                continue;
+            uint64_t token = atomic_load_explicit(&entry_at(c, index)->token, memory_order_acquire);
+            if ((token & 1) == 0)
+                continue; /* freed, or being claimed, since it armed: nobody to wake */
+            indices[found] = index;
+            tokens[found++] = token;
         }
     }
     sps_leave(&c->busy);

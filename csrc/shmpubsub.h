@@ -243,8 +243,9 @@ void sps_disarm(struct sps_reader *r);
 int sps_spin(struct sps_reader *r, uint64_t ns);
 
 void sps_writer_bind(struct sps_writer *w, const struct sps_control *c);
-/* Clears the sleepers bitmap, writing the indices of the sleepers found to out. */
-uint32_t sps_collect_sleepers(struct sps_control *c, uint32_t *out, uint32_t max);
+/* Clears the sleepers bitmap; writes the entry index and the token (which names its socket:
+ * untrusted) of each sleeper found to indices and tokens. Their number. */
+uint32_t sps_collect_sleepers(struct sps_control *c, uint32_t *indices, uint64_t *tokens, uint32_t max);
 
 /* Control segment. Subscribers may write it, so everything in it is untrusted:
  * indices are bounds-checked, tokens only ever become numbers in a socket name. */

@@ -234,7 +234,7 @@ def init_control(base: Any, size: int, max_subscribers: int, epoch: int, socket_
 class Control:
     """A validated control segment: subscriber entries and the sleepers bitmap."""
 
-    __slots__ = ("_c", "_out", "epoch", "max_subscribers", "socket_dir")
+    __slots__ = ("_c", "_out", "_tokens", "epoch", "max_subscribers", "socket_dir")
 
     def __init__(self, base: Any, size: int, what: str) -> None:
         self._c = ffi.new("struct sps_control *")
@@ -246,6 +246,7 @@ class Control:
         self.max_subscribers = int(info.max_subscribers)
         self.socket_dir = ffi.string(info.socket_dir).decode(errors="replace")
         self._out = ffi.new("uint32_t[]", self.max_subscribers)
+        self._tokens = ffi.new("uint64_t[]", self.max_subscribers)
 
     def claim(self, token: int, pid: int, start_time: int) -> int | None:
         """Takes a free entry for *token* (odd): its index, or None if all are taken."""
@@ -276,10 +277,10 @@ class Control:
         found = (self.entry(i) for i in range(self.max_subscribers))
         return [e for e in found if e is not None]
 
-    def collect_sleepers(self) -> list[int]:
-        """Clears the sleepers bitmap and returns the indices that were set."""
-        count = lib.sps_collect_sleepers(self._c, self._out, self.max_subscribers)
-        return [int(self._out[i]) for i in range(count)]
+    def collect_sleepers(self) -> list[tuple[int, int]]:
+        """Clears the sleepers bitmap; (entry index, token) of each subscriber that was asleep."""
+        count = lib.sps_collect_sleepers(self._c, self._out, self._tokens, self.max_subscribers)
+        return list(zip(ffi.unpack(self._out, count), ffi.unpack(self._tokens, count), strict=True))
 
 
 def as_buffer(data: Buffer) -> Any:

@@ -85,15 +85,18 @@ class Waker:
         #: Datagrams sent, and sends that failed (a subscriber that died, mostly).
         self.sent = 0
         self.failed = 0
+        self._paths: dict[int, str] = {}  # socket path by token: sleepers are woken often
 
     def wake_sleepers(self) -> None:
-        for index in self._control.collect_sleepers():
-            entry = self._control.entry(index)
-            if entry is not None:
-                self._send(entry)
+        for index, token in self._control.collect_sleepers():
+            path = self._paths.get(token)
+            if path is None:
+                if len(self._paths) > 4 * self._control.max_subscribers:
+                    self._paths.clear()  # subscribers came and went: forget the old ones
+                path = self._paths[token] = os.path.join(self._control.socket_dir, socket_name(token))
+            self._send(index, token, path)
 
-    def _send(self, entry: _core.SubscriberInfo) -> None:
-        path = os.path.join(self._control.socket_dir, socket_name(entry.token))
+    def _send(self, index: int, token: int, path: str) -> None:
         try:
             self._sock.sendto(_WAKE, path)
             self.sent += 1
@@ -101,11 +104,13 @@ class Waker:
             self.sent += 1  # its queue is full: a wake-up is already pending there
         except (ConnectionRefusedError, FileNotFoundError):
             self.failed += 1  # nobody is bound there: the subscriber died
-            log.info("topic %r: subscriber pid %d is gone; reclaiming its entry", self._topic, entry.pid)
-            reclaim(self._control, entry)
+            entry = self._control.entry(index)
+            if entry is not None and entry.token == token:
+                log.info("topic %r: subscriber pid %d is gone; reclaiming its entry", self._topic, entry.pid)
+                reclaim(self._control, entry)
         except OSError as e:
             self.failed += 1
-            log.warning("topic %r: cannot wake subscriber pid %d: %s", self._topic, entry.pid, e)
+            log.warning("topic %r: cannot wake subscriber %d (socket %s): %s", self._topic, index, path, e)
 
     def close(self) -> None:
         self._sock.close()
