@@ -465,7 +465,7 @@ def _unlink(segment: Segment) -> bool:
     try:
         segment.remove()
     except posix_ipc.PermissionsError:
-        log.warning("%s: may not remove it; left alone", SHM_DIR + segment.name)
+        log.warning("%s: may not remove it; left alone", segment.path)
         return False
     return True
 
