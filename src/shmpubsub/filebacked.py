@@ -35,8 +35,6 @@ from .segment import Segment
 
 log = logging.getLogger(__name__)
 
-_DEFAULT_SLOTS = 1024
-_DEFAULT_SLOT_SIZE = 4096
 # As for /dev/shm segments: a creator holds its new file unlocked only between open and fcntl.
 _STARTUP_GRACE = 0.2
 _CLAIM_ATTEMPTS = 50
@@ -107,11 +105,9 @@ class RingFile:
     # -- opening ---------------------------------------------------------------------
 
     @classmethod
-    def open(
-        cls, topic: str, path: str, slots: int | None, slot_size: int | None, mode: int, overwrite: bool
-    ) -> RingFile:
+    def open(cls, topic: str, path: str, slots: int, slot_size: int, mode: int, overwrite: bool) -> RingFile:
         """Creates the ring file, or opens an existing one that validates as *topic*'s ring of the
-        given geometry (None: whatever it has). Takes the file's single-writer lock.
+        given geometry. Takes the file's single-writer lock.
 
         Raises TopicExists if another publisher holds the file, InvalidSegment if it is not a
         valid ring (truncated, corrupt, foreign, an incompatible version), InvalidArgument if it
@@ -121,11 +117,7 @@ class RingFile:
         segment, created = _claim_file(topic, path, mode)
         try:
             existing = None if created else _validate(segment, topic, slots, slot_size, overwrite)
-            if existing is not None:
-                slots, slot_size = existing[0].slot_count, existing[0].slot_size
-            else:
-                slots = _DEFAULT_SLOTS if slots is None else slots
-                slot_size = _DEFAULT_SLOT_SIZE if slot_size is None else slot_size
+            if existing is None:
                 _, total = _core.geometry(slots, slot_size)
                 if not created:
                     log.warning("%s: replacing it with a fresh ring (overwrite=True)", path)
@@ -334,7 +326,7 @@ def _owner(segment: Segment) -> str:
 
 
 def _validate(
-    segment: Segment, topic: str, slots: int | None, slot_size: int | None, overwrite: bool
+    segment: Segment, topic: str, slots: int, slot_size: int, overwrite: bool
 ) -> tuple[_core.HeaderInfo, _core.FileHeaderInfo] | None:
     """The header of a ring file we hold the lock of, if it can be reopened as *topic*'s ring of
     the requested geometry; None if it cannot and *overwrite* says to replace it; else raises."""
@@ -354,15 +346,12 @@ def _validate(
             raise InvalidSegment(f"{path} is a shmpubsub segment, but not a ring file (it names no topic)")
         if file.topic != topic:
             raise InvalidArgument(f"{path} holds the ring of topic {file.topic!r}, not {topic!r}")
-        for name, wanted, found in (
-            ("slots", slots, header.slot_count),
-            ("slot_size", slot_size, header.slot_size),
-        ):
-            if wanted is not None and wanted != found:
-                raise InvalidArgument(
-                    f"{path} holds a ring of {header.slot_count} slots of {header.slot_size} bytes: "
-                    f"{name}={wanted} does not match (leave it out to reopen the ring as it is)"
-                )
+        if (slots, slot_size) != (header.slot_count, header.slot_size):
+            raise InvalidArgument(
+                f"{path} holds a ring of {header.slot_count} slots of {header.slot_size} bytes, not "
+                f"{slots} of {slot_size} (reopen it with slots={header.slot_count}, "
+                f"slot_size={header.slot_size})"
+            )
         return header, file
     except (InvalidSegment, InvalidArgument) as e:
         problem = e

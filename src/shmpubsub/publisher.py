@@ -57,19 +57,19 @@ class Publisher(Handle):
     flushes after every N messages and ``flush_interval=S`` every S seconds (in a background
     thread, if anything was published). Closing keeps the file, flushed and marked closed. A
     publisher on an existing file reopens it (after a close, a crash or a power cut): it repairs
-    the ring (:attr:`recovery`) and continues the sequence numbers; *slots* and *slot_size* may
-    then be left out (given, they must match). A file that is not a valid ring of this topic is
-    refused (InvalidSegment, or InvalidArgument for another topic or geometry) and left
-    unchanged, unless ``overwrite=True``, which replaces it with a fresh ring. *mode* applies to
-    a file created here; TopicExists if another publisher holds the file.
+    the ring (:attr:`recovery`) and continues the sequence numbers. A file that is not a valid
+    ring of this topic and geometry is refused (InvalidSegment; InvalidArgument for another
+    topic, *slots* or *slot_size*) and left unchanged, unless ``overwrite=True``, which replaces
+    it with a fresh ring. *mode* applies to a file created here; TopicExists if another
+    publisher holds the file.
     """
 
     def __init__(
         self,
         topic: str,
         *,
-        slots: int | None = None,
-        slot_size: int | None = None,
+        slots: int = 1024,
+        slot_size: int = 4096,
         max_subscribers: int = 64,
         mode: int = 0o600,
         path: str | os.PathLike[str] | None = None,
@@ -86,10 +86,7 @@ class Publisher(Handle):
             )
         filebacked.check_options(path, overwrite, flush_every, flush_interval)
         ring_path = None if path is None else filebacked.ring_path(path)
-        # The defaults; a ring file being reopened keeps its own geometry.
-        ring_slots = 1024 if slots is None else slots
-        ring_slot_size = 4096 if slot_size is None else slot_size
-        _, total = _core.geometry(ring_slots, ring_slot_size)
+        _, total = _core.geometry(slots, slot_size)
         control_total = _core.control_geometry(max_subscribers)
         sockets = wakeup.socket_dir()
         wakeup.sweep_dead_sockets(sockets)
@@ -111,9 +108,7 @@ class Publisher(Handle):
                 self._ring_file = filebacked.RingFile.open(
                     self.topic, ring_path, slots, slot_size, mode & 0o644, overwrite
                 )
-                ring_slots, ring_slot_size = self._ring_file.slots, self._ring_file.slot_size
                 mapping = self._ring_file.segment.mapping
-                total = len(mapping)
             self._base = _core.pointer_to(mapping, writable=True)
             self.epoch = secrets.randbits(63) | 1
             if self._ring_file is not None and self.epoch == self._ring_file.old_epoch:
@@ -132,7 +127,7 @@ class Publisher(Handle):
                 "created_ns": time.time_ns(),
             }
             if self._ring_file is None:
-                _core.init_header(self._base, total, ring_slots, ring_slot_size, **incarnation)
+                _core.init_header(self._base, total, slots, slot_size, **incarnation)
                 self._writer = _core.Writer(self._base, total, self.topic)
             else:
                 self.recovery = self._ring_file.initialise(self._base, **incarnation)
@@ -153,8 +148,8 @@ class Publisher(Handle):
             raise
         if self._ring_file is not None and flush_interval is not None:
             self._ring_file.start_flusher(flush_interval)
-        self.slots = ring_slots
-        self.slot_size = ring_slot_size
+        self.slots = slots
+        self.slot_size = slot_size
         self.max_subscribers = max_subscribers
         self._loan_open = False
         self._closed = False

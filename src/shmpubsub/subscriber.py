@@ -107,7 +107,7 @@ class Subscriber(Handle):
         path: str | os.PathLike[str] | None = None,
     ) -> None:
         if topic is None and path is None:
-            raise InvalidArgument("a subscriber needs a topic name, or the path= of a ring file")
+            raise InvalidArgument("a subscriber needs a topic name (a str), or the path= of a ring file")
         if topic is not None:
             topic = validate_topic(topic)
         self.topic = topic or ""
