@@ -58,10 +58,12 @@ int sps_file_flush(void *base, uint64_t size, int if_new, uint64_t *flushed)
         return SPS_OK;
     if (msync(base, size, MS_SYNC) != 0)
         return -errno;
-    /* Stored after msync returned, so the disk never claims more than it has; this store
-     * itself reaches the disk with the next flush (or the close's). */
+    /* Recorded only once msync returned, so the disk never claims more than it has; then the
+     * header page once more, so that a restart after a power cut trusts this very flush. */
     if (end > atomic_load_explicit(&h->file.flushed, memory_order_relaxed))
         atomic_store_explicit(&h->file.flushed, end, memory_order_release);
+    if (msync(base, SPS_HEADER_SIZE, MS_SYNC) != 0)
+        return -errno;
     *flushed = atomic_load_explicit(&h->file.flushed, memory_order_relaxed);
     return SPS_OK;
 }

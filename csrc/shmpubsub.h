@@ -298,8 +298,9 @@ int sps_file_reopen(void *base, uint64_t size, uint64_t trusted_end, uint64_t ep
                     int64_t publisher_pid, uint64_t publisher_start_time, uint64_t created_ns,
                     const unsigned char *boot_id, struct sps_recovery *out);
 /* msync(MS_SYNC) of the whole mapping; then records that the messages completed before it
- * are on disk. *flushed gets their count. With if_new, does nothing if no message was
- * published since the last flush. 0, or a negative errno. */
+ * are on disk, and syncs that record (the header page). *flushed gets their count. With
+ * if_new, does nothing if no message was published since the last flush. 0, or a negative
+ * errno. */
 int sps_file_flush(void *base, uint64_t size, int if_new, uint64_t *flushed);
 
 int sps_stub_init(void *base, uint64_t size, const char *path, uint64_t epoch, int64_t publisher_pid);

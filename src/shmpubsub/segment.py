@@ -365,6 +365,12 @@ class Segment:
     def closed(self) -> bool:
         return self._fd is None
 
+    def __enter__(self) -> Segment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("mapped" if self._mapping is not None else "open")
         return f"<Segment {self.path} {'rw' if self.writable else 'ro'} {state}>"

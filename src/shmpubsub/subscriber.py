@@ -142,6 +142,8 @@ class Subscriber(Handle):
             try:
                 self._base, self.header = _attach(self._segment)
             except _core.FileBackedTopic:  # the topic's stub: its ring is in a file
+                if by_path:
+                    raise  # a stub copied to a file is no ring file
                 self._segment = filebacked.follow_stub(self._segment)
                 self._base, self.header = _attach(self._segment)
             if self._segment.name is None:
