@@ -296,7 +296,7 @@ def _read_header(segment: Segment) -> _Look:
     base = _core.pointer_to(mapping, writable=False)
     stub: _core.StubInfo | None = None
     try:
-        header = _core.read_header(base, len(mapping), "the segment")
+        header = _core.read_header(base, len(mapping), "the segment" if segment.name else segment.what)
         if segment.name is None:
             file = _core.file_header(base)
             return _Look("ok", header, None, segment.path, file, segment.nbytes)
@@ -332,9 +332,8 @@ def _look_at_file(path: str) -> tuple[_Look, bool]:
     with contextlib.closing(segment):
         locked = segment.lock_held()
         look = _read_header(segment)
-    if look.data_file is None:
-        problem = look.problem and f"its ring file {path}: {look.problem}"
-        look = _Look(look.kind, problem=problem, data_file=path, file_size=_file_size(path))
+    if look.data_file is None:  # not a valid ring file; the problem names it
+        look = _Look(look.kind, problem=look.problem, data_file=path, file_size=_file_size(path))
     return look, locked
 
 
