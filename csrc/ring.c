@@ -552,9 +552,7 @@ void sps_reader_close(struct sps_reader *r)
 
 /* ---- file-backed rings: reopening after the writer ended ---- */
 
-#define SEQ_LIMIT (UINT64_C(1) << 62) /* as in segment.c: 2n+2 never overflows */
-
-/* The highest number any slot holds in its right place (complete, below SEQ_LIMIT), plus one;
+/* The highest number any slot holds in its right place (complete, below SPS_SEQ_LIMIT), plus one;
  * at least `written`. Numbering continues there, so no number a reader may have seen is
  * reused (a half-written number was never seen: it is reused, as after an aborted loan). */
 static uint64_t numbers_used(const struct sps_writer *w, uint64_t written, struct sps_recovery *out)
@@ -564,7 +562,7 @@ static uint64_t numbers_used(const struct sps_writer *w, uint64_t written, struc
         uint64_t s = atomic_load_explicit(&sps_slot_of(&w->ring, i)->seq, memory_order_relaxed);
         if (s & 1) {
             out->torn++;
-        } else if (s != 0 && s / 2 - 1 < SEQ_LIMIT && ((s / 2 - 1) & w->ring.slot_mask) == i) {
+        } else if (s != 0 && s / 2 - 1 < SPS_SEQ_LIMIT && ((s / 2 - 1) & w->ring.slot_mask) == i) {
             next = max_u64(next, s / 2);
         }
     }

@@ -58,9 +58,6 @@ int sps_header_init(void *base, uint64_t size, uint64_t slot_count, uint64_t slo
     return SPS_OK;
 }
 
-/* Sequence numbers stay below this, so 2n+2 never overflows (centuries at 1e9 per second). */
-#define SEQ_LIMIT (UINT64_C(1) << 62)
-
 /* The epoch is the identity's one field that changes when a ring is reopened (see
  * sps_header_renew); readers use it as the sequence word of a seqlock over the identity. */
 static _Atomic uint64_t *epoch_word(const struct sps_shared_header *h)
@@ -179,7 +176,7 @@ int sps_header_inspect(const void *base, uint64_t size, struct sps_header_info *
     if (rc != SPS_OK)
         return rc;
     sps_header_file(base, file);
-    if (info->write_seq >= SEQ_LIMIT)
+    if (info->write_seq >= SPS_SEQ_LIMIT)
         return SPS_E_SEQUENCE;
     return SPS_OK;
 }

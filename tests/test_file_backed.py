@@ -183,6 +183,28 @@ def test_flush_misuse(topic: str, tmp_path: Path) -> None:
         sps.Publisher(topic, path=tmp_path / "missing" / "r.ring")
 
 
+def test_a_fork_child_leaves_the_ring_file_to_its_parent(topic: str, tmp_path: Path) -> None:
+    path = tmp_path / "r.ring"
+    with sps.Publisher(topic, slots=8, slot_size=64, path=path, flush_interval=0.01) as pub:
+        pub.publish(b"before")
+        with pub._ring_file._lock:  # type: ignore[union-attr]  # as if forked in mid-flush
+            pid = os.fork()
+            if pid == 0:  # the at-fork handler closed the child's copy: it must not hang
+                os._exit(0 if pub.closed else 1)
+        deadline = time.monotonic() + 10
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail("the fork child hung closing its copy of the publisher")
+            time.sleep(0.01)
+        assert os.waitstatus_to_exitcode(done[1]) == 0
+        pub.publish(b"after")  # the parent's file, mapping and lock are intact
+        assert pub.flush() == 2
+        with pytest.raises(sps.TopicExists):
+            sps.Publisher(topic + "-b", slots=8, slot_size=64, path=path)
+
+
 # -- crashes and restarts ---------------------------------------------------------------------
 
 KILLED_AFTER = textwrap.dedent(

@@ -7,7 +7,7 @@ with sps.Subscriber("prices") as sub:
     msg = sub.try_receive()
 """
 
-from ._core import SubscriberInfo
+from ._core import Recovery, SubscriberInfo
 from .errors import (
     ClosedError,
     InvalidArgument,
@@ -58,6 +58,7 @@ __all__ = [
     "PublisherGone",
     "ReadOnlySegment",
     "ReceiveTimeout",
+    "Recovery",
     "Segment",
     "SegmentError",
     "ShmPubSubError",

@@ -230,12 +230,15 @@ class RingFile:
         with self._lock:
             self._closed = True
 
-    def close(self, remove: bool = False) -> None:
+    def close(self, remove: bool = False, owner: bool = True) -> None:
         """Unmaps and closes the file (releasing its lock). The file stays, unless *remove*
-        (a ring created by a publisher that failed to start)."""
+        (a ring created by a publisher that failed to start). A fork child (not the *owner*)
+        skips the flush lock: a fork in the middle of a flush left its copy locked for ever."""
         self.stop_flusher()
-        with self._lock:
-            self._closed = True
+        if owner:
+            with self._lock:
+                self._closed = True
+        self._closed = True
         if remove:
             with contextlib.suppress(OSError, SegmentError):
                 self.segment.remove()

@@ -293,7 +293,7 @@ class Publisher(Handle):
                         segment.remove()
                     segment.close()
             if self._ring_file is not None:
-                self._ring_file.close()  # the file stays: outliving us is its point
+                self._ring_file.close(owner=owner)  # the file stays: outliving us is its point
         if owner:
             wakeup.sweep_dead_sockets(self._control.socket_dir)
 

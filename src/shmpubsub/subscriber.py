@@ -320,7 +320,8 @@ class Subscriber(Handle):
         if self._epoll is None:
             raise ShmPubSubError(
                 f"topic {self.topic!r}: this subscriber cannot register for wake-ups (no write access "
-                "to the topic's control segment), so it has no descriptor to wait on"
+                "to the topic's control segment, or, for a ring file, its publisher is gone), so it "
+                "has no descriptor to wait on"
             )
         self._selectable = True
         return self._epoll.fileno()
