@@ -193,9 +193,10 @@ def collect_garbage(dry_run: bool = False) -> list[str]:
         for topic, segment in unready:
             with contextlib.closing(segment):
                 if not segment.lock_held() and segment.still_named():
-                    look = _read_header(segment)
-                    if look.kind != "foreign":
-                        removed += _remove_topic(topic, segment, _reason(look), dry_run, socket_dirs)
+                    kind, header, problem = _read_header(segment)
+                    if kind != "foreign":
+                        reason = _reason(kind, header, problem)
+                        removed += _remove_topic(topic, segment, reason, dry_run, socket_dirs)
     for topic in sorted(controls - data):
         removed += _remove_orphan_control(topic, dry_run)
     reaped_sockets: set[str] = set()
@@ -287,9 +288,17 @@ class _Look:
     file_size: int = 0
 
 
-def _read_header(segment: Segment) -> _Look:
-    """Classifies a data segment as the takeover check does, following a file-backed topic's
-    stub to its ring file."""
+def _read_header(segment: Segment) -> tuple[str, _core.HeaderInfo | None, str | None]:
+    """Classifies a data segment as the takeover check does: ("ok", header, None), ("unready",
+    None, None) for a creator not done yet (or dead while creating), ("invalid", None, problem)
+    for ours but unusable (other layout version, corrupt) or ("foreign", None, problem). A
+    file-backed topic's stub is followed to its ring file."""
+    look = _read_ring(segment)
+    return look.kind, look.header, look.problem
+
+
+def _read_ring(segment: Segment) -> _Look:
+    """_read_header, with what a ring file adds."""
     if segment.nbytes == 0:  # a creator sizes its segment whole before writing to it
         return _Look("unready")
     mapping = segment.map()
@@ -331,7 +340,7 @@ def _look_at_file(path: str) -> tuple[_Look, bool]:
         return _Look("invalid", problem=str(e), data_file=path, file_size=_file_size(path)), False
     with contextlib.closing(segment):
         locked = segment.lock_held()
-        look = _read_header(segment)
+        look = _read_ring(segment)
     if look.data_file is None:  # not a valid ring file; the problem names it
         look = _Look(look.kind, problem=look.problem, data_file=path, file_size=_file_size(path))
     return look, locked
@@ -366,7 +375,7 @@ def _inspect(topic: str, details: bool) -> TopicInfo:
     with contextlib.closing(segment):
         locked = segment.lock_held()
         size = segment.nbytes + control_size
-        look = _read_header(segment)
+        look = _read_ring(segment)
     if look.data_file is not None:
         size = look.file_size + control_size
     header, problem = look.header, look.problem
@@ -510,30 +519,28 @@ def _judge(topic: str) -> _Verdict | tuple[str, int] | None:
         return None
     try:
         locked = segment.lock_held()
-        look = _read_header(segment)
+        kind, header, problem = _read_header(segment)
     except BaseException:
         segment.close()
         raise
-    if look.kind == "foreign":
-        log.warning("%s: %s; left alone", path, look.problem)
+    if kind == "foreign":
+        log.warning("%s: %s; left alone", path, problem)
         return _Verdict("keep", segment)
     if locked:
         segment.close()
-        header = look.header
         return None if header is None or header.closed else (topic, header.epoch)
-    if look.kind == "unready":
+    if kind == "unready":
         return _Verdict("unready", segment)
-    return _Verdict("removable", segment, _reason(look))
+    return _Verdict("removable", segment, _reason(kind, header, problem))
 
 
-def _reason(look: _Look) -> str:
-    """Why a data segment nobody holds is garbage (a file-backed topic's ring file is kept)."""
-    kept = "" if look.data_file is None else f"; its ring file {look.data_file} is kept"
-    if look.kind == "unready":
-        return "never initialised: its creator died while creating it" + kept
-    if look.header is None:
-        return f"{look.problem}; no publisher holds it" + kept
-    return f"its publisher, pid {look.header.publisher_pid}, is gone" + kept
+def _reason(kind: str, header: _core.HeaderInfo | None, problem: str | None) -> str:
+    """Why a data segment nobody holds is garbage."""
+    if kind == "unready":
+        return "never initialised: its creator died while creating it"
+    if header is None:
+        return f"{problem}; no publisher holds it"
+    return f"its publisher, pid {header.publisher_pid}, is gone"
 
 
 def _may_remove(path: str) -> bool:
