@@ -74,7 +74,9 @@ def _refuse_special_file(topic: str, path: str) -> None:
 
 class Segment:
     """One named shared-memory object, or one region of a file, and (at most) one mapping of it in
-    this process."""
+    this process. The module's docstring walks through the five steps for both: create, size,
+    map, unmap (frees nothing, and for a file loses nothing written), remove (unlink; data goes
+    with the last descriptor and mapping)."""
 
     def __init__(
         self,
