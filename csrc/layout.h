@@ -40,11 +40,22 @@ struct sps_progress {
     _Atomic uint32_t closed;    /* set once, when the publisher closes */
 };
 
+/* Written by the publisher of a file-backed ring (all zero in /dev/shm segments): the topic
+ * the file belongs to, the boot it was last opened in, and how much of it is known to be on
+ * disk. Zero-filled before, so a layout-version-2 reader of a /dev/shm segment never sees it. */
+struct sps_file_block {
+    _Atomic uint64_t flushed;             /* messages 0..flushed-1 reached the disk (msync returned) */
+    unsigned char boot_id[SPS_BOOT_ID_SIZE]; /* /proc/sys/kernel/random/boot_id at (re)opening */
+    char topic[SPS_TOPIC_MAX];            /* NUL-terminated */
+};
+
 struct sps_shared_header {
     struct sps_identity id;
     unsigned char pad0[SPS_BLOCK - sizeof(struct sps_identity)];
     struct sps_progress progress;
     unsigned char pad1[SPS_BLOCK - sizeof(struct sps_progress)];
+    struct sps_file_block file;
+    unsigned char pad2[SPS_BLOCK - sizeof(struct sps_file_block)];
 };
 
 /* A lapped reader that resumes at the oldest message resumes this many messages after it.
@@ -63,11 +74,16 @@ struct sps_slot {
     unsigned char payload[];
 };
 
+/* Sequence numbers stay below this, so 2n+2 never overflows (centuries at 1e9 per second);
+ * a file claiming more is corrupt. */
+#define SPS_SEQ_LIMIT (UINT64_C(1) << 62)
+
 /* A slot completed with this flag holds no message: its number was skipped by the publisher
  * (lost upstream, say, by a bridge); readers count it in `lost` and move on. */
 #define SPS_SLOT_SKIPPED UINT32_C(1)
 
 _Static_assert(sizeof(struct sps_identity) <= SPS_BLOCK, "identity block overflows");
+_Static_assert(sizeof(struct sps_file_block) <= SPS_BLOCK, "file block overflows");
 _Static_assert(offsetof(struct sps_shared_header, progress) == SPS_BLOCK, "progress block misplaced");
 _Static_assert(sizeof(struct sps_shared_header) <= SPS_HEADER_SIZE, "header overflows its page");
 _Static_assert(offsetof(struct sps_slot, payload) == SPS_SLOT_HEADER_SIZE, "slot header size");
@@ -124,6 +140,31 @@ _Static_assert(sizeof(struct sps_control_identity) <= 2 * SPS_BLOCK, "control id
 _Static_assert(sizeof(struct sps_control_header) <= SPS_CONTROL_HEADER_SIZE, "control header overflows");
 _Static_assert(sizeof(struct sps_entry) <= SPS_ENTRY_SIZE, "control entry overflows");
 _Static_assert(SPS_MAX_SUBSCRIBERS % 64 == 0, "sleepers bitmap holds whole words");
+
+/*
+ * The stub of a file-backed topic: a one-page object under the topic's /dev/shm name that
+ * claims the name exactly as a ring would (same O_EXCL creation, same single-writer lock) and
+ * names the file that holds the ring.
+ */
+#define SPS_STUB_MAGIC UINT64_C(0x314c494653504d53) /* "SMPSFIL1" little-endian */
+
+struct sps_stub {
+    _Atomic uint64_t magic;
+    uint32_t layout_version;
+    uint32_t path_len;
+    uint64_t epoch;           /* the ring's epoch */
+    int64_t publisher_pid;
+    char path[SPS_PATH_MAX];  /* absolute, NUL-terminated */
+};
+
+_Static_assert(sizeof(struct sps_stub) <= SPS_STUB_SIZE, "stub overflows its page");
+
+/* Validates everything in a header but its magic; fills *info (see sps_header_read). */
+int sps_header_check(const struct sps_shared_header *h, uint64_t size, struct sps_header_info *info);
+/* Gives a validated header a new incarnation: identity fields, boot id, closed = 0, then the
+ * magic (release). The caller holds the single-writer lock and has zeroed the magic. */
+void sps_header_renew(struct sps_shared_header *h, uint64_t epoch, int64_t publisher_pid,
+                      uint64_t publisher_start_time, uint64_t created_ns, const unsigned char *boot_id);
 
 /* ---- calls in flight on a process-local handle ----
  * cffi releases the GIL around every call, so one thread may close a handle while another

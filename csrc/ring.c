@@ -711,3 +711,84 @@ void sps_reader_close(struct sps_reader *r)
 {
     sps_shut(&r->closed, &r->busy);
 }
+
+/* ---- file-backed rings: reopening after the writer ended ---- */
+
+/* The highest number any slot holds in its right place (complete, below SPS_SEQ_LIMIT), plus one;
+ * at least `written`. Numbering continues there, so no number a reader may have seen is
+ * reused (a half-written number was never seen: it is reused, as after an aborted loan). */
+static uint64_t numbers_used(const struct sps_writer *w, uint64_t written, struct sps_recovery *out)
+{
+    uint64_t next = written;
+    for (uint64_t i = 0; i < w->ring.slot_count; i++) {
+        uint64_t s = atomic_load_explicit(&sps_slot_of(&w->ring, i)->seq, memory_order_relaxed);
+        if (s & 1) {
+            out->torn++;
+        } else if (s != 0 && s / 2 - 1 < SPS_SEQ_LIMIT && ((s / 2 - 1) & w->ring.slot_mask) == i) {
+            next = max_u64(next, s / 2);
+        }
+    }
+    return next;
+}
+
+/* Every slot must hold the newest number below `next` that maps to it (e), complete and
+ * trusted; anything else (torn, stale after a power cut, garbage, or not trusted to be on
+ * disk) becomes a skip marker for e, which readers count as lost. */
+static void repair(struct sps_writer *w, uint64_t next, uint64_t trusted_end, struct sps_recovery *out)
+{
+    uint64_t n_slots = w->ring.slot_count;
+    uint64_t first = next > n_slots ? next - n_slots : 0;
+    for (uint64_t i = 0; i < n_slots; i++) {
+        struct sps_slot *slot = sps_slot_of(&w->ring, i);
+        uint64_t s = atomic_load_explicit(&slot->seq, memory_order_relaxed);
+        uint64_t e = first + ((i - first) & w->ring.slot_mask);
+        if (e >= next) { /* fewer than N numbers were ever used: this slot must be empty */
+            if (s != 0) {
+                atomic_store_explicit(&slot->seq, 0, memory_order_release);
+                out->repaired++;
+            }
+            continue;
+        }
+        if (s == 2 * e + 2 && e < trusted_end) {
+            out->kept++;
+            continue;
+        }
+        if (s == 2 * e + 2)
+            out->unflushed++;
+        complete_slot(begin_write(w, e), e, 0, SPS_SLOT_SKIPPED);
+        out->repaired++;
+    }
+}
+
+int sps_file_reopen(void *base, uint64_t size, uint64_t trusted_end, uint64_t epoch,
+                    int64_t publisher_pid, uint64_t publisher_start_time, uint64_t created_ns,
+                    const unsigned char *boot_id, struct sps_recovery *out)
+{
+    memset(out, 0, sizeof *out);
+    struct sps_header_info info;
+    struct sps_file_header_info file;
+    int rc = sps_header_inspect(base, size, &info, &file);
+    if (rc != SPS_OK)
+        return rc;
+    struct sps_shared_header *h = base;
+    /* Attaching readers wait while the magic is withdrawn; attached ones read on safely (every
+     * slot is rewritten with the writer's own protocol) and see write_seq only move forward. */
+    atomic_store_explicit(&h->id.magic, 0, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+
+    struct sps_writer w;
+    memset(&w, 0, sizeof w);
+    w.ring.base = base;
+    w.ring.size = size;
+    w.ring.slot_count = info.slot_count;
+    w.ring.slot_mask = info.slot_count - 1;
+    w.ring.slot_stride = info.slot_stride;
+    w.ring.slot_capacity = info.slot_size;
+    uint64_t next = numbers_used(&w, info.write_seq, out);
+    repair(&w, next, trusted_end, out);
+    advance(&w, next);
+    out->next = next;
+
+    sps_header_renew(h, epoch, publisher_pid, publisher_start_time, created_ns, boot_id);
+    return SPS_OK;
+}

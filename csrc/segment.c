@@ -58,54 +58,139 @@ int sps_header_init(void *base, uint64_t size, uint64_t slot_count, uint64_t slo
     return SPS_OK;
 }
 
-int sps_header_read(const void *base, uint64_t size, struct sps_header_info *info)
+/* The epoch is the identity's one field that changes when a ring is reopened (see
+ * sps_header_renew); readers use it as the sequence word of a seqlock over the identity. */
+static _Atomic uint64_t *epoch_word(const struct sps_shared_header *h)
 {
-    memset(info, 0, sizeof *info);
-    /* Our segments are sized whole before anything is written: anything shorter than a
-     * header that does not start with our magic is somebody else's file. */
+    return (_Atomic uint64_t *)(void *)&((struct sps_shared_header *)(uintptr_t)h)->id.epoch;
+}
+
+_Static_assert(sizeof(_Atomic uint64_t) == sizeof(uint64_t), "the epoch is read as an atomic word");
+
+static void copy_identity(struct sps_identity *id, const struct sps_shared_header *h)
+{
+    memcpy((unsigned char *)id + sizeof id->magic, (const unsigned char *)&h->id + sizeof id->magic,
+           sizeof *id - sizeof id->magic);
+}
+
+/* Validates a private copy of the identity only: a field that changes under us cannot pass
+ * one check and fail another. */
+static int check_copy(const struct sps_identity *id, uint64_t size, struct sps_header_info *info)
+{
+    info->layout_version = id->layout_version;
+    if (id->layout_version != SPS_LAYOUT_VERSION)
+        return SPS_E_VERSION;
+    info->header_size = id->header_size;
+    if (id->header_size != SPS_HEADER_SIZE)
+        return SPS_E_HEADER_SIZE;
+
+    uint64_t stride, total;
+    if (sps_geometry(id->slot_count, id->slot_size, &stride, &total) != SPS_OK || id->slot_stride != stride)
+        return SPS_E_GEOMETRY;
+    if (id->total_size != total || total != size)
+        return SPS_E_TOTAL;
+    if (id->publisher_pid <= 0 || id->publisher_pid > SPS_PID_MAX)
+        return SPS_E_PID;
+
+    info->slot_count = id->slot_count;
+    info->slot_size = id->slot_size;
+    info->slot_stride = id->slot_stride;
+    info->total_size = id->total_size;
+    info->epoch = id->epoch;
+    info->publisher_pid = id->publisher_pid;
+    info->publisher_start_time = id->publisher_start_time;
+    info->created_ns = id->created_ns;
+    return SPS_OK;
+}
+
+static void read_progress(const struct sps_shared_header *h, struct sps_header_info *info)
+{
+    info->write_seq = atomic_load_explicit(&h->progress.write_seq, memory_order_acquire);
+    info->closed = atomic_load_explicit(&h->progress.closed, memory_order_acquire);
+}
+
+int sps_header_check(const struct sps_shared_header *h, uint64_t size, struct sps_header_info *info)
+{
+    struct sps_identity id;
+    copy_identity(&id, h);
+    int rc = check_copy(&id, size, info);
+    if (rc == SPS_OK)
+        read_progress(h, info);
+    return rc;
+}
+
+/* Our segments are sized whole before anything is written: anything shorter than a header
+ * that does not start with one of our magics is somebody else's file. */
+static int check_magic(const void *base, uint64_t size, int allow_zero)
+{
     if (base == NULL || size < sizeof(uint64_t))
         return SPS_E_MAGIC;
     const struct sps_shared_header *h = base;
     uint64_t magic = atomic_load_explicit(&h->id.magic, memory_order_acquire);
+    if (magic == SPS_STUB_MAGIC)
+        return SPS_E_FILE_BACKED;
     if (size < SPS_HEADER_SIZE)
         return magic == SPS_MAGIC ? SPS_E_SIZE : SPS_E_MAGIC;
     if (magic == 0)
-        return SPS_E_UNINITIALISED;
-    if (magic != SPS_MAGIC)
-        return SPS_E_MAGIC;
+        return allow_zero ? SPS_OK : SPS_E_UNINITIALISED;
+    return magic == SPS_MAGIC ? SPS_OK : SPS_E_MAGIC;
+}
 
-    /* Take one private copy, then validate only the copy: a field that
-     * changes under us cannot pass one check and fail another. */
+int sps_header_read(const void *base, uint64_t size, struct sps_header_info *info)
+{
+    memset(info, 0, sizeof *info);
+    int rc = check_magic(base, size, 0);
+    if (rc != SPS_OK)
+        return rc;
+    const struct sps_shared_header *h = base;
+    /* A seqlock over the identity, for rings that are reopened (file-backed ones): the writer
+     * zeroes the magic, rewrites the identity, stores the new epoch (release), then the magic
+     * (release). If our copy saw any of the rewrite, the re-loads see a zero magic or a new
+     * epoch; a torn copy is never validated. Like large payloads, the copy itself is a formal
+     * race caught by the re-check. Segments that are never reopened pass at the first try. */
+    uint64_t epoch = atomic_load_explicit(epoch_word(h), memory_order_acquire);
     struct sps_identity id;
-    memcpy((unsigned char *)&id + sizeof id.magic, (const unsigned char *)&h->id + sizeof id.magic,
-           sizeof id - sizeof id.magic);
+    copy_identity(&id, h);
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&h->id.magic, memory_order_acquire) != SPS_MAGIC
+        || atomic_load_explicit(epoch_word(h), memory_order_relaxed) != epoch)
+        return SPS_E_UNINITIALISED;
+    id.epoch = epoch;
+    rc = check_copy(&id, size, info);
+    if (rc == SPS_OK)
+        read_progress(h, info);
+    return rc;
+}
 
-    info->layout_version = id.layout_version;
-    if (id.layout_version != SPS_LAYOUT_VERSION)
-        return SPS_E_VERSION;
-    info->header_size = id.header_size;
-    if (id.header_size != SPS_HEADER_SIZE)
-        return SPS_E_HEADER_SIZE;
-
-    uint64_t stride, total;
-    if (sps_geometry(id.slot_count, id.slot_size, &stride, &total) != SPS_OK || id.slot_stride != stride)
-        return SPS_E_GEOMETRY;
-    if (id.total_size != total || total != size)
-        return SPS_E_TOTAL;
-    if (id.publisher_pid <= 0 || id.publisher_pid > SPS_PID_MAX)
-        return SPS_E_PID;
-
-    info->slot_count = id.slot_count;
-    info->slot_size = id.slot_size;
-    info->slot_stride = id.slot_stride;
-    info->total_size = id.total_size;
-    info->epoch = id.epoch;
-    info->publisher_pid = id.publisher_pid;
-    info->publisher_start_time = id.publisher_start_time;
-    info->created_ns = id.created_ns;
-    info->write_seq = atomic_load_explicit(&h->progress.write_seq, memory_order_acquire);
-    info->closed = atomic_load_explicit(&h->progress.closed, memory_order_acquire);
+int sps_header_inspect(const void *base, uint64_t size, struct sps_header_info *info,
+                       struct sps_file_header_info *file)
+{
+    memset(info, 0, sizeof *info);
+    memset(file, 0, sizeof *file);
+    int rc = check_magic(base, size, 1);
+    if (rc != SPS_OK)
+        return rc;
+    rc = sps_header_check(base, size, info);
+    if (rc == SPS_E_VERSION && info->layout_version == 0)
+        return SPS_E_UNINITIALISED; /* zero magic, nothing written: a creator died at once */
+    if (rc != SPS_OK)
+        return rc;
+    sps_header_file(base, file);
+    if (info->write_seq >= SPS_SEQ_LIMIT)
+        return SPS_E_SEQUENCE;
     return SPS_OK;
+}
+
+void sps_header_renew(struct sps_shared_header *h, uint64_t epoch, int64_t publisher_pid,
+                      uint64_t publisher_start_time, uint64_t created_ns, const unsigned char *boot_id)
+{
+    h->id.publisher_pid = publisher_pid;
+    h->id.publisher_start_time = publisher_start_time;
+    h->id.created_ns = created_ns;
+    memcpy(h->file.boot_id, boot_id, SPS_BOOT_ID_SIZE);
+    atomic_store_explicit(&h->progress.closed, 0, memory_order_relaxed);
+    atomic_store_explicit(epoch_word(h), epoch, memory_order_release);
+    atomic_store_explicit(&h->id.magic, SPS_MAGIC, memory_order_release);
 }
 
 int sps_ring_init(struct sps_ring *ring, const void *base, uint64_t size)

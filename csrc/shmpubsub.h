@@ -269,6 +269,70 @@ int64_t sps_reader_write_seq(struct sps_reader *r);
 /* 1 if the publisher closed the topic, 0 if not, SPS_CLOSED if the reader is closed. */
 int sps_reader_topic_closed(struct sps_reader *r);
 
+/* ---- file-backed rings ----
+ * The same layout in a regular file instead of /dev/shm. The header page's third block (all
+ * zero in /dev/shm segments) records the topic, the boot the file was opened in and how far
+ * it is known to be on disk. The topic's /dev/shm name holds a one-page stub naming the file. */
+#define SPS_TOPIC_MAX 72
+#define SPS_BOOT_ID_SIZE 16
+#define SPS_STUB_SIZE 4096
+#define SPS_PATH_MAX 4064
+
+enum sps_file_status {
+    SPS_E_FILE_BACKED = -29,  /* a file-backed topic's stub: its ring is in the file it names */
+    SPS_E_SEQUENCE = -30      /* sequence numbers out of range: a corrupt file */
+};
+
+struct sps_file_header_info {
+    uint64_t flushed;         /* messages known to be on disk */
+    unsigned char boot_id[16];/* SPS_BOOT_ID_SIZE */
+    char topic[72];           /* SPS_TOPIC_MAX, NUL-terminated */
+};
+
+struct sps_stub_info {
+    uint64_t epoch;
+    int64_t publisher_pid;
+    char path[4064];          /* SPS_PATH_MAX, NUL-terminated */
+};
+
+/* What reopening a ring found and repaired (see sps_file_reopen). */
+struct sps_recovery {
+    uint64_t next;            /* where numbering continues: after every number any slot holds */
+    uint64_t kept;            /* slots kept: complete messages (and skip markers) in place */
+    uint64_t torn;            /* slots found half-written (odd sequence word) */
+    uint64_t unflushed;       /* complete messages dropped: numbered at or after trusted_end */
+    uint64_t repaired;        /* slots rewritten: as skip markers (counted lost), or emptied */
+};
+
+/* Writes a fresh header for a file-backed ring: the file block, then as sps_header_init. */
+int sps_header_init_file(void *base, uint64_t size, uint64_t slot_count, uint64_t slot_size,
+                         uint64_t epoch, int64_t publisher_pid, uint64_t publisher_start_time,
+                         uint64_t created_ns, const char *topic, const unsigned char *boot_id);
+/* For the holder of the single-writer lock: validates like sps_header_read, but also accepts
+ * a zero magic if everything else validates (a writer died while opening the ring), and
+ * checks the sequence numbers. Fills *info and *file. */
+int sps_header_inspect(const void *base, uint64_t size, struct sps_header_info *info,
+                       struct sps_file_header_info *file);
+/* The file block of a validated header. */
+void sps_header_file(const void *base, struct sps_file_header_info *file);
+/* Reopens a ring after its writer ended (closed, killed, or the machine lost power), for the
+ * holder of the single-writer lock. With the magic withdrawn (attaching readers wait): every
+ * slot must hold the newest message numbered below `next` that maps to it, else it becomes a
+ * skip marker for that number; complete messages numbered at or after trusted_end are not
+ * trusted (they may not have reached the disk) and become markers too; write_seq := next.
+ * Then the identity is renewed and the magic restored. */
+int sps_file_reopen(void *base, uint64_t size, uint64_t trusted_end, uint64_t epoch,
+                    int64_t publisher_pid, uint64_t publisher_start_time, uint64_t created_ns,
+                    const unsigned char *boot_id, struct sps_recovery *out);
+/* msync(MS_SYNC) of the whole mapping; then records that the messages completed before it
+ * are on disk, and syncs that record (the header page). *flushed gets their count. With
+ * if_new, does nothing if no message was published since the last flush. 0, or a negative
+ * errno. */
+int sps_file_flush(void *base, uint64_t size, int if_new, uint64_t *flushed);
+
+int sps_stub_init(void *base, uint64_t size, const char *path, uint64_t epoch, int64_t publisher_pid);
+int sps_stub_read(const void *base, uint64_t size, struct sps_stub_info *info);
+
 /* Whole-file open-file-description lock: the single-writer guard.
  * sps_lock_take: 0, or an errno (EAGAIN / EACCES while someone holds it).
  * sps_lock_probe: 1 if another open file description holds a lock, 0 if not,

@@ -22,6 +22,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from helpers import time_limit
@@ -711,3 +712,97 @@ def test_bench_passes_its_options_to_the_comparison() -> None:
     result = run_cli("bench", "--", "--help")
     assert result.returncode == 0
     assert "usage: shmpubsub bench" in result.stdout and "--quick" in result.stdout
+
+
+# -- file-backed topics -------------------------------------------------------------------
+
+PUBLISH_TO_FILE_AND_WAIT = textwrap.dedent(
+    """
+    import sys, time
+    import shmpubsub as sps
+    topic, path, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    pub = sps.Publisher(topic, slots=8, slot_size=64, path=path)
+    for i in range(count):
+        pub.publish(b"message %d" % i)
+    pub.flush()
+    pub.publish(b"not flushed")
+    print("ready", flush=True)
+    time.sleep(60)  # until killed
+    """
+)
+
+
+@pytest.fixture
+def dead_file(topic: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A ring file whose publisher (8 slots of 64 bytes; 5 messages flushed, a sixth not) was
+    killed with SIGKILL. Its stub and control segment are removed afterwards; the file stays."""
+    path = tmp_path / "r.ring"
+    with child(PUBLISH_TO_FILE_AND_WAIT, topic, str(path), "5"):
+        pass
+    try:
+        yield topic, path
+    finally:
+        if os.path.exists(shm_path(topic)):
+            sps.Publisher(topic).close()
+
+
+def test_info_path_tells_a_crash_from_a_clean_close(dead_file: tuple[str, Path]) -> None:
+    topic, path = dead_file
+    result = run_cli("info", "--path", str(path))
+    assert (result.returncode, result.stderr) == (0, "")
+    assert re.search(rf"^topic\s+{topic}$", result.stdout, re.M)
+    assert re.search(rf"^path\s+{re.escape(str(path))}$", result.stdout, re.M)
+    assert re.search(r"^publisher\s+\d+ dead$", result.stdout, re.M)
+    assert re.search(r"^closed\s+no$", result.stdout, re.M)
+    assert re.search(r"^flushed\s+5 \(messages known to be on disk\)$", result.stdout, re.M)
+    assert re.search(r"^ended\s+crashed: its publisher died without closing it", result.stdout, re.M)
+    by_name = run_cli("info", topic)  # its stub still names the file
+    assert re.search(rf"^ring file\s+{re.escape(str(path))}$", by_name.stdout, re.M)
+
+    sps.Publisher(topic, slots=8, slot_size=64, path=path).close()  # reopened, then closed cleanly
+    info = json.loads(run_cli("info", "--json", "--path", str(path)).stdout)
+    assert (info["state"], info["closed"], info["published"], info["flushed"]) == ("closed", True, 6, 6)
+    assert info["data_file"] == str(path)
+    assert "ended" not in run_cli("info", "--path", str(path)).stdout
+
+
+def test_tail_path_reads_a_file_whose_publisher_is_gone(dead_file: tuple[str, Path]) -> None:
+    topic, path = dead_file
+    result = run_cli("tail", "-n", "3", "--path", str(path))
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "3 message 3\n4 message 4\n5 not flushed\n"
+    result = run_cli("tail", "-n", "1", topic, "--path", str(path))  # both: they must agree
+    assert (result.returncode, result.stdout) == (0, "5 not flushed\n")
+    result = run_cli("tail", "--path", str(path))
+    assert (result.returncode, result.stdout) == (0, "")
+    assert result.stderr == f"shmpubsub: the publisher of topic {topic!r} died without closing the topic\n"
+    result = run_cli("tail", "-n", "1", "other-topic", "--path", str(path))
+    assert result.returncode == 1 and f"holds the ring of topic {topic!r}" in result.stderr
+
+
+def test_ls_and_gc_of_a_file_backed_topic_keep_the_file(dead_file: tuple[str, Path]) -> None:
+    topic, path = dead_file
+    row = next(line for line in run_cli("ls").stdout.splitlines() if line.startswith(topic + " "))
+    assert re.search(rf"8{TIMES}64\s+\d+ dead\s+0\s+6$", row), row
+    removed = ours(admin.collect_garbage(), topic)
+    assert removed == [
+        f"{shm_path(topic)} (topic {topic!r}: its publisher, pid {admin.file_info(path).publisher_pid}, "
+        "is gone)",
+        f"{shm_path(topic, CONTROL_SUFFIX)} (control segment of topic {topic!r})",
+    ]
+    assert path.exists() and admin.file_info(path).published == 6  # the stub went, not the file
+
+
+@pytest.mark.parametrize("args", [["info", "x", "--path", "f"], ["info", "--json"], ["tail", "-n", "1"]])
+def test_topic_or_path_usage_errors(args: list[str]) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2 and "needs" in result.stderr
+
+
+def test_a_path_that_is_not_a_ring_file_is_one_clear_line(tmp_path: Path) -> None:
+    path = tmp_path / "junk"
+    path.write_bytes(b"junk" * 2000)
+    for command in (["info", "--path", str(path)], ["tail", "-n", "1", "--path", str(path)]):
+        result = run_cli(*command)
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr == f"shmpubsub: file {path} is not a shmpubsub segment (bad magic number)\n"

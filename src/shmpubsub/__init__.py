@@ -7,7 +7,7 @@ with sps.Subscriber("prices") as sub:
     msg = sub.try_receive()
 """
 
-from ._core import SubscriberInfo
+from ._core import Recovery, SubscriberInfo
 from .errors import (
     ClosedError,
     InvalidArgument,
@@ -19,8 +19,10 @@ from .errors import (
     MissingDependency,
     NoSpace,
     NotAnArray,
+    NotFileBacked,
     PermissionDenied,
     PublisherGone,
+    ReadOnlySegment,
     ReceiveTimeout,
     SegmentError,
     ShmPubSubError,
@@ -51,10 +53,13 @@ __all__ = [
     "MissingDependency",
     "NoSpace",
     "NotAnArray",
+    "NotFileBacked",
     "PermissionDenied",
     "Publisher",
     "PublisherGone",
+    "ReadOnlySegment",
     "ReceiveTimeout",
+    "Recovery",
     "Segment",
     "SegmentError",
     "ShmPubSubError",

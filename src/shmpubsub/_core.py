@@ -21,6 +21,7 @@ from .errors import (
     InvalidType,
     LoanError,
     MessageTooLarge,
+    SegmentError,
     ShmPubSubError,
 )
 from .message import Batch, Message
@@ -94,6 +95,10 @@ class ForeignSegment(InvalidSegment):
     """The segment does not carry shmpubsub's magic number."""
 
 
+class FileBackedTopic(InvalidSegment):
+    """The segment is a file-backed topic's stub: the ring is in the file it names (read_stub)."""
+
+
 _HEADER_ERRORS: Final = {
     lib.SPS_E_SIZE: "is smaller than a segment header",
     lib.SPS_E_HEADER_SIZE: "has a corrupt header (wrong header size)",
@@ -101,6 +106,7 @@ _HEADER_ERRORS: Final = {
     lib.SPS_E_TOTAL: "is truncated or corrupt (its size disagrees with its header)",
     lib.SPS_E_SOCKET_DIR: "has a corrupt header (socket directory)",
     lib.SPS_E_PID: "has a corrupt header (publisher pid out of range)",
+    lib.SPS_E_SEQUENCE: "has a corrupt header (sequence numbers out of range)",
 }
 
 
@@ -109,6 +115,8 @@ def _header_error(rc: int, what: str, version: int) -> InvalidSegment:
         return HeaderNotReady(f"{what} is not initialised (its creator is still starting, or died)")
     if rc == lib.SPS_E_MAGIC:
         return ForeignSegment(f"{what} is not a shmpubsub segment (bad magic number)")
+    if rc == lib.SPS_E_FILE_BACKED:
+        return FileBackedTopic(f"{what} is file-backed: its ring is in the file its stub names")
     if rc == lib.SPS_E_VERSION:
         return InvalidSegment(
             f"{what} has layout version {version}; this shmpubsub speaks version "
@@ -165,6 +173,10 @@ def read_header(base: Any, size: int, what: str) -> HeaderInfo:
     rc = lib.sps_header_read(base, size, info)
     if rc != lib.SPS_OK:
         raise _header_error(rc, what, info.layout_version)
+    return _header_info(info)
+
+
+def _header_info(info: Any) -> HeaderInfo:
     return HeaderInfo(
         layout_version=info.layout_version,
         slot_count=info.slot_count,
@@ -675,3 +687,149 @@ class Reader:
     def _skip_validation_for_test(self) -> None:
         """Turns off torn-read detection. Only for the test that proves the checker catches torn reads."""
         self._r.validate = 0
+
+
+# -- file-backed rings --------------------------------------------------------------------
+
+TOPIC_MAX: Final[int] = lib.SPS_TOPIC_MAX
+BOOT_ID_SIZE: Final[int] = lib.SPS_BOOT_ID_SIZE
+STUB_SIZE: Final[int] = lib.SPS_STUB_SIZE
+PATH_MAX: Final[int] = lib.SPS_PATH_MAX
+#: Trust every complete message when reopening a ring (see reopen).
+TRUST_ALL: Final = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class FileHeaderInfo:
+    """The file block of a ring's header: zero for /dev/shm rings."""
+
+    flushed: int
+    boot_id: bytes
+    topic: str
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What reopening a ring file found: where numbering continues (``next``), the slots kept
+    intact, found half-written (``torn``), dropped because they were not known to be on disk
+    (``unflushed``), and rewritten (``repaired``: as skip markers, which subscribers count lost)."""
+
+    next: int
+    kept: int
+    torn: int
+    unflushed: int
+    repaired: int
+
+
+@dataclass(frozen=True)
+class StubInfo:
+    """A file-backed topic's stub: the file holding its ring, and that ring's epoch and publisher."""
+
+    path: str
+    epoch: int
+    publisher_pid: int
+
+
+def _file_info(info: Any) -> FileHeaderInfo:
+    return FileHeaderInfo(
+        flushed=int(info.flushed),
+        boot_id=bytes(ffi.buffer(info.boot_id)),
+        topic=ffi.string(info.topic).decode(errors="replace"),
+    )
+
+
+def _boot_id(boot_id: bytes) -> bytes:
+    if len(boot_id) != BOOT_ID_SIZE:  # pragma: no cover - _proc.boot_id() gives 16 bytes
+        raise InvalidArgument(f"a boot id has {BOOT_ID_SIZE} bytes, not {len(boot_id)}")
+    return boot_id
+
+
+def init_header_file(
+    base: Any,
+    size: int,
+    slot_count: int,
+    slot_size: int,
+    *,
+    epoch: int,
+    pid: int,
+    start_time: int,
+    created_ns: int,
+    topic: str,
+    boot_id: bytes,
+) -> None:
+    """Writes a fresh header for a file-backed ring of *topic* (the magic last)."""
+    rc = lib.sps_header_init_file(
+        base, size, slot_count, slot_size, epoch, pid, start_time, created_ns, topic.encode(),
+        _boot_id(boot_id),
+    )
+    if rc != lib.SPS_OK:  # pragma: no cover - geometry and topic were checked by the caller
+        raise InvalidArgument(f"cannot lay out {slot_count} slots of {slot_size} bytes in {size} bytes")
+
+
+def inspect_header(base: Any, size: int, what: str) -> tuple[HeaderInfo, FileHeaderInfo]:
+    """Validates a ring's header for the holder of its single-writer lock, who may find the
+    magic withdrawn by a writer that died while opening it (sps_header_inspect)."""
+    info = ffi.new("struct sps_header_info *")
+    file = ffi.new("struct sps_file_header_info *")
+    rc = lib.sps_header_inspect(base, size, info, file)
+    if rc != lib.SPS_OK:
+        raise _header_error(rc, what, info.layout_version)
+    return _header_info(info), _file_info(file)
+
+
+def file_header(base: Any) -> FileHeaderInfo:
+    """The file block of a header already validated by read_header."""
+    file = ffi.new("struct sps_file_header_info *")
+    lib.sps_header_file(base, file)
+    return _file_info(file)
+
+
+def reopen(
+    base: Any,
+    size: int,
+    what: str,
+    *,
+    trusted_end: int,
+    epoch: int,
+    pid: int,
+    start_time: int,
+    boot_id: bytes,
+    created_ns: int,
+) -> Recovery:
+    """Reopens a ring file whose writer ended: repairs its slots, continues its numbering, and
+    gives it a new incarnation (sps_file_reopen). The caller holds the single-writer lock."""
+    out = ffi.new("struct sps_recovery *")
+    boot = _boot_id(boot_id)
+    rc = lib.sps_file_reopen(base, size, trusted_end, epoch, pid, start_time, created_ns, boot, out)
+    if rc != lib.SPS_OK:
+        raise _header_error(rc, what, 0)
+    return Recovery(int(out.next), int(out.kept), int(out.torn), int(out.unflushed), int(out.repaired))
+
+
+def flush(base: Any, size: int, what: str, only_if_new: bool = False) -> int:
+    """msync(MS_SYNC) of a ring's whole mapping (with *only_if_new*, only if something was
+    published since the last flush); returns how many messages are now on disk. Releases the
+    GIL while the disk works."""
+    flushed = ffi.new("uint64_t *")
+    rc = lib.sps_file_flush(base, size, int(only_if_new), flushed)
+    if rc != lib.SPS_OK:
+        raise SegmentError(-rc, f"{what}: cannot write it to disk: {os.strerror(-rc)}")
+    return int(flushed[0])
+
+
+def init_stub(base: Any, size: int, path: str, epoch: int, pid: int) -> None:
+    encoded = os.fsencode(path)
+    if len(encoded) >= PATH_MAX:  # pragma: no cover - checked by the caller
+        raise InvalidArgument(f"path {path!r} is too long")
+    rc = lib.sps_stub_init(base, size, encoded, epoch, pid)
+    if rc != lib.SPS_OK:  # pragma: no cover
+        raise InvalidArgument(f"cannot write a stub for {path!r} (code {rc})")
+
+
+def read_stub(base: Any, size: int, what: str) -> StubInfo:
+    """Validates a file-backed topic's stub."""
+    info = ffi.new("struct sps_stub_info *")
+    rc = lib.sps_stub_read(base, size, info)
+    if rc != lib.SPS_OK:
+        raise _header_error(rc, f"{what} (a file-backed topic's stub)", LAYOUT_VERSION)
+    return StubInfo(os.fsdecode(ffi.string(info.path)), int(info.epoch), int(info.publisher_pid))

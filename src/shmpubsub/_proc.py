@@ -50,3 +50,16 @@ def _exists(pid: int) -> bool:
 
 
 _PROC_READABLE = _stat(os.getpid()) is not None
+
+
+_NO_BOOT_ID = bytes(16)
+
+
+def boot_id() -> bytes:
+    """This boot's 16-byte id (``/proc/sys/kernel/random/boot_id``): a file written in the same
+    boot cannot have lost anything in the page cache. All zeros if unknown (never trusted)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            return bytes.fromhex(f.read().decode().strip().replace("-", ""))
+    except (OSError, ValueError):
+        return _NO_BOOT_ID

@@ -28,12 +28,13 @@ from dataclasses import dataclass
 
 import posix_ipc
 
-from . import _core, _proc, wakeup
+from . import _core, _proc, filebacked, wakeup
 from .errors import (
     InvalidArgument,
     InvalidSegment,
     InvalidType,
     PermissionDenied,
+    SegmentError,
     ShmPubSubError,
     TopicNotFound,
 )
@@ -43,7 +44,15 @@ from .segment import Segment
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SubscriberStatus", "TopicInfo", "clean_up_after", "collect_garbage", "topic_info", "topics"]
+__all__ = [
+    "SubscriberStatus",
+    "TopicInfo",
+    "clean_up_after",
+    "collect_garbage",
+    "file_info",
+    "topic_info",
+    "topics",
+]
 
 
 @dataclass(frozen=True)
@@ -74,7 +83,10 @@ class TopicInfo:
     (the segment could not be read or is not a shmpubsub segment). ``problem`` says what is wrong,
     if anything; the fields after it are None where the header could not be read. ``size`` is in
     bytes, data and control segments together. ``subscriber_details`` is filled by
-    :func:`topic_info` only.
+    :func:`topic_info` only. For a file-backed topic, ``data_file`` is its ring file (the data
+    segment is then the file, and ``path`` the stub naming it, or the file itself for
+    :func:`file_info`) and ``flushed`` how many messages are known to be on disk; a ring file
+    whose publisher died without closing it is ``"dead"``, one closed cleanly ``"closed"``.
     """
 
     name: str
@@ -94,6 +106,8 @@ class TopicInfo:
     created_ns: int | None = None
     layout_version: int | None = None
     subscriber_details: tuple[SubscriberStatus, ...] | None = None
+    data_file: str | None = None
+    flushed: int | None = None
 
 
 def topics() -> list[TopicInfo]:
@@ -124,6 +138,22 @@ def topic_info(name: str) -> TopicInfo:
     Raises TopicNotFound if the topic does not exist, InvalidArgument for a bad name.
     """
     return _inspect(validate_topic(name), details=True)
+
+
+def file_info(path: str | os.PathLike[str]) -> TopicInfo:
+    """A ring file (``Publisher(..., path=...)``), whether its publisher lives or not, with its
+    subscribers if it has a live one. Looks without disturbing: read-only, lock probed.
+
+    Raises TopicNotFound if the file does not exist, InvalidSegment if it is not a valid ring
+    file, PermissionDenied if it may not be read.
+    """
+    ring_path = filebacked.ring_path(path)
+    look, locked = _look_at_file(ring_path)
+    if look.header is None or look.file_header is None:
+        raise InvalidSegment(look.problem or f"{ring_path} is not initialised")
+    if not look.file_header.topic:
+        raise InvalidSegment(f"{ring_path} is a shmpubsub segment but not a ring file (it names no topic)")
+    return _describe(look.file_header.topic, ring_path, look, locked, details=True)
 
 
 def collect_garbage(dry_run: bool = False) -> list[str]:
@@ -292,25 +322,76 @@ def _owner(path: str) -> str:
     return f"owner {user}, mode {stat.S_IMODE(st.st_mode):04o}"
 
 
+@dataclass(frozen=True)
+class _Look:
+    """What a data segment (or ring file) holds. ``kind``: "ok" (a valid header), "unready" (a
+    creator not done yet, or dead while creating), "invalid" (ours but unusable: other layout
+    version, corrupt, a stub whose file is gone) or "foreign" (not ours)."""
+
+    kind: str
+    header: _core.HeaderInfo | None = None
+    problem: str | None = None
+    data_file: str | None = None  # the ring file of a file-backed topic
+    file_header: _core.FileHeaderInfo | None = None
+    file_size: int = 0
+
+
 def _read_header(segment: Segment) -> tuple[str, _core.HeaderInfo | None, str | None]:
     """Classifies a data segment as the takeover check does: ("ok", header, None), ("unready",
     None, None) for a creator not done yet (or dead while creating), ("invalid", None, problem)
-    for ours but unusable (other layout version, corrupt) or ("foreign", None, problem)."""
+    for ours but unusable (other layout version, corrupt) or ("foreign", None, problem). A
+    file-backed topic's stub is followed to its ring file."""
+    look = _read_ring(segment)
+    return look.kind, look.header, look.problem
+
+
+def _read_ring(segment: Segment) -> _Look:
+    """_read_header, with what a ring file adds."""
     if segment.nbytes == 0:  # a creator sizes its segment whole before writing to it
-        return "unready", None, None
+        return _Look("unready")
     mapping = segment.map()
     base = _core.pointer_to(mapping, writable=False)
+    stub: _core.StubInfo | None = None
     try:
-        return "ok", _core.read_header(base, len(mapping), "the segment"), None
+        header = _core.read_header(base, len(mapping), "the segment" if segment.name else segment.what)
+        if segment.name is None:
+            file = _core.file_header(base)
+            return _Look("ok", header, None, segment.path, file, segment.nbytes)
+        return _Look("ok", header)
     except _core.HeaderNotReady:
-        return "unready", None, None
+        return _Look("unready")
     except _core.ForeignSegment as e:
-        return "foreign", None, str(e)
+        return _Look("foreign", problem=str(e))
+    except _core.FileBackedTopic as e:
+        if segment.name is None:  # a stub copied to a file is no ring file
+            return _Look("invalid", problem=str(e))
+        try:
+            stub = _core.read_stub(base, len(mapping), "the segment")
+        except InvalidSegment as bad:
+            return _Look("invalid", problem=str(bad))
     except InvalidSegment as e:
-        return "invalid", None, str(e)
+        return _Look("invalid", problem=str(e))
     finally:
         _core.release(base)
         segment.unmap()
+    look, _ = _look_at_file(stub.path)
+    return look
+
+
+def _look_at_file(path: str) -> tuple[_Look, bool]:
+    """A ring file and whether a publisher holds it, read-only."""
+    try:
+        segment = Segment.open_file(path)
+    except TopicNotFound:
+        return _Look("invalid", problem=f"its ring file {path} is gone", data_file=path), False
+    except (PermissionDenied, InvalidArgument, SegmentError) as e:
+        return _Look("invalid", problem=str(e), data_file=path, file_size=_file_size(path)), False
+    with contextlib.closing(segment):
+        locked = segment.lock_held()
+        look = _read_ring(segment)
+    if look.data_file is None:  # not a valid ring file; the problem names it
+        look = _Look(look.kind, problem=look.problem, data_file=path, file_size=_file_size(path))
+    return look, locked
 
 
 @contextlib.contextmanager
@@ -342,27 +423,43 @@ def _inspect(topic: str, details: bool) -> TopicInfo:
     with contextlib.closing(segment):
         locked = segment.lock_held()
         size = segment.nbytes + control_size
-        kind, header, problem = _read_header(segment)
+        look = _read_ring(segment)
+    if look.data_file is not None:
+        size = look.file_size + control_size
+    header, problem = look.header, look.problem
     if header is None:
-        if kind == "unready":
+        if look.kind == "unready":
             if locked:
-                return TopicInfo(topic, path, size, "starting", True)
+                return TopicInfo(topic, path, size, "starting", True, data_file=look.data_file)
             problem = "never initialised: its creator died while creating it"
-            return TopicInfo(topic, path, size, "dead", False, problem)
-        state = "unknown" if kind == "foreign" else ("alive" if locked else "dead")
-        return TopicInfo(topic, path, size, state, locked, problem)
+            return TopicInfo(topic, path, size, "dead", False, problem, data_file=look.data_file)
+        state = "unknown" if look.kind == "foreign" else ("alive" if locked else "dead")
+        return TopicInfo(topic, path, size, state, locked, problem, data_file=look.data_file)
+    return _describe(topic, path, look, locked, details, size)
 
+
+def _describe(
+    topic: str, path: str, look: _Look, locked: bool, details: bool, size: int | None = None
+) -> TopicInfo:
+    """A topic whose header validated, with its control segment's view of its subscribers."""
+    header = look.header
+    assert header is not None
+    problem: str | None = None
     subscribers: list[_core.SubscriberInfo] | None = None
     max_subscribers: int | None = None
+    control_size = 0
     try:
         with _mapped_control(topic, writable=False) as control:
             if control.epoch != header.epoch:
-                problem = "its control segment belongs to an earlier incarnation of the topic"
+                if look.data_file is None:
+                    problem = "its control segment belongs to an earlier incarnation of the topic"
             else:
                 subscribers = control.entries()
                 max_subscribers = control.max_subscribers
+                control_size = _file_size(_path(topic, CONTROL_SUFFIX))
     except TopicNotFound:
-        if not header.closed:  # a closing publisher removes its control segment first
+        # A closing publisher removes its control segment first; a ring file outlives its own.
+        if not header.closed and look.data_file is None:
             problem = "its control segment is missing"
     except PermissionDenied:
         problem = f"its control segment is not readable by us ({_owner(_path(topic, CONTROL_SUFFIX))})"
@@ -375,7 +472,7 @@ def _inspect(topic: str, details: bool) -> TopicInfo:
     return TopicInfo(
         topic,
         path,
-        size,
+        look.file_size + control_size if size is None else size,
         "closed" if header.closed else ("alive" if locked else "dead"),
         locked,
         problem,
@@ -390,6 +487,8 @@ def _inspect(topic: str, details: bool) -> TopicInfo:
         created_ns=header.created_ns,
         layout_version=header.layout_version,
         subscriber_details=statuses,
+        data_file=look.data_file,
+        flushed=None if look.file_header is None else look.file_header.flushed,
     )
 
 
@@ -533,7 +632,7 @@ def _unlink(segment: Segment) -> bool:
     try:
         segment.remove()
     except posix_ipc.PermissionsError:
-        log.warning("%s: may not remove it; left alone", SHM_DIR + segment.name)
+        log.warning("%s: may not remove it; left alone", segment.path)
         return False
     return True
 

@@ -45,7 +45,7 @@ class Subscriber:
     ``latest``) and the state (``lost``, ``end_reason``, ...) are the synchronous ones.
     """
 
-    def __init__(self, topic: str, **options: Any) -> None:
+    def __init__(self, topic: str | None = None, **options: Any) -> None:
         self._sub = _sync.Subscriber(topic, **options)
         try:
             self._fd = self._sub.fileno()  # selectable mode: an empty try_receive arms a wake-up

@@ -141,7 +141,7 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    t = admin.topic_info(args.topic)
+    t = admin.topic_info(args.topic) if args.path is None else admin.file_info(args.path)
     if args.json:
         print(_json(dataclasses.asdict(t)))
     else:
@@ -157,9 +157,11 @@ def _print_info(t: admin.TopicInfo, style: _Style) -> None:
     subscribers = _na(t.subscribers)
     if t.max_subscribers is not None:
         subscribers += f" (of at most {t.max_subscribers})"
+    file_backed = t.data_file is not None
     fields = [
         ("topic", t.name, _BOLD),
         ("path", t.path, ""),
+        *([("ring file", t.data_file or "", "")] if file_backed and t.data_file != t.path else []),
         ("publisher", text, code),
         ("size", f"{human_size(t.size)} ({t.size} bytes, data and control)", ""),
         ("slots", _na(t.slots), ""),
@@ -171,6 +173,11 @@ def _print_info(t: admin.TopicInfo, style: _Style) -> None:
         ("layout", _na(t.layout_version), ""),
         ("subscribers", subscribers, ""),
     ]
+    if file_backed:
+        fields.append(("flushed", f"{_na(t.flushed)} (messages known to be on disk)", ""))
+        if t.state == "dead" and t.closed is False:
+            crashed = "crashed: its publisher died without closing it (the next one repairs the ring)"
+            fields.append(("ended", crashed, _RED))
     if t.problem:
         fields.append(("problem", t.problem, _YELLOW))
     width = max(len(name) for name, _, _ in fields)
@@ -217,7 +224,8 @@ def _note_lost(count: int, before: int) -> None:
 def _tail(args: argparse.Namespace) -> int:
     style = _Style(sys.stdout)
     out = sys.stdout
-    with Subscriber(args.topic, start="next" if args.lines is None else "oldest") as sub:
+    start = "next" if args.lines is None else "oldest"
+    with Subscriber(args.topic, start=start, path=args.path) as sub:
         if args.lines is not None:
             end = sub.next_seq + sub.pending  # write_seq now
             first = max(0, end - args.lines)
@@ -446,6 +454,11 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _topic_or_path(command: argparse.ArgumentParser, path_help: str) -> None:
+    command.add_argument("topic", type=_topic, metavar="TOPIC", nargs="?")
+    command.add_argument("--path", metavar="FILE", help=path_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     # -v is accepted before and after the subcommand.
     common = argparse.ArgumentParser(add_help=False)
@@ -485,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
         "show a topic's header and subscribers",
         "Show a topic's header and its subscribers (lag: messages published that it has not taken yet).",
     )
-    info.add_argument("topic", type=_topic, metavar="TOPIC")
+    _topic_or_path(info, "a ring file (a file-backed topic's, live or not) instead of a topic")
     info.add_argument("--json", action="store_true", help="print JSON for scripts")
     info.set_defaults(run=_info)
 
@@ -497,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
         "publisher lapped us) are reported on stderr. Ends when the publisher goes (a note on stderr) "
         "or on Ctrl-C.",
     )
-    tail.add_argument("topic", type=_topic, metavar="TOPIC")
+    _topic_or_path(tail, "read a ring file (a file-backed topic's, live or not) instead of a topic")
     tail.add_argument(
         "-n",
         "--lines",
@@ -597,7 +610,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "info" and (args.topic is None) == (args.path is None):
+        parser.error("info needs either TOPIC or --path FILE")
+    if args.command == "tail" and args.topic is None and args.path is None:
+        parser.error("tail needs TOPIC, --path FILE, or both")
     verbose = getattr(args, "verbose", 0)
     level = logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(name)s: %(message)s")

@@ -107,11 +107,22 @@ class ReceiveTimeout(ShmPubSubError, TimeoutError):
 
 
 class NoSpace(SegmentError):
-    """There is not enough shared memory (``/dev/shm`` is full)."""
+    """There is not enough shared memory (``/dev/shm`` is full), or disk space for a file-backed ring."""
 
-    def __init__(self, topic: str, size: int) -> None:
+    def __init__(self, topic: str, size: int, path: str | None = None) -> None:
+        where = "shared memory" if path is None else f"space on the file system of {path}"
+        full = "/dev/shm" if path is None else "it"
         super().__init__(
             _errno.ENOSPC,
-            f"not enough shared memory for topic {topic!r}: {size} bytes could not be reserved "
-            "(is /dev/shm full?)",
+            f"not enough {where} for topic {topic!r}: {size} bytes could not be reserved (is {full} full?)",
         )
+
+
+class ReadOnlySegment(ShmPubSubError, TypeError):
+    """A write through a read-only mapping (``Segment.map_file(..., writable=False)``, or a
+    subscriber's): the protection of a mapping never exceeds what its file was opened with."""
+
+
+class NotFileBacked(ShmPubSubError, ValueError):
+    """A call that needs a file-backed topic (``Publisher(..., path=...)``), such as ``flush()``,
+    on a topic that lives in memory only."""

@@ -13,13 +13,14 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import _core, _proc, arrays, wakeup
+from . import _core, _proc, arrays, filebacked, wakeup
 from ._handle import Handle
 from .errors import (
     ClosedError,
     InvalidArgument,
     InvalidSegment,
     MessageTooLarge,
+    NotFileBacked,
     TopicExists,
     TopicNotFound,
 )
@@ -50,6 +51,18 @@ class Publisher(Handle):
 
     Use it as a context manager, or call :meth:`close`, which marks the topic closed, wakes
     every sleeping subscriber and removes the segments.
+
+    **File-backed rings.** With ``path="/some/dir/prices.ring"`` the ring lives in that file
+    (same layout and validation) and outlives the process: subscribers attach by the topic's
+    name or by the path, :meth:`flush` makes what was published durable, ``flush_every=N``
+    flushes after every N messages and ``flush_interval=S`` every S seconds (in a background
+    thread, if anything was published). Closing keeps the file, flushed and marked closed. A
+    publisher on an existing file reopens it (after a close, a crash or a power cut): it repairs
+    the ring (:attr:`recovery`) and continues the sequence numbers. A file that is not a valid
+    ring of this topic and geometry is refused (InvalidSegment; InvalidArgument for another
+    topic, *slots* or *slot_size*) and left unchanged, unless ``overwrite=True``, which replaces
+    it with a fresh ring. *mode* applies to a file created here; TopicExists if another
+    publisher holds the file.
     """
 
     def __init__(
@@ -60,6 +73,10 @@ class Publisher(Handle):
         slot_size: int = 4096,
         max_subscribers: int = 64,
         mode: int = 0o600,
+        path: str | os.PathLike[str] | None = None,
+        overwrite: bool = False,
+        flush_every: int | None = None,
+        flush_interval: float | None = None,
     ) -> None:
         self.topic = validate_topic(topic)
         if not isinstance(mode, int) or not 0 <= mode <= 0o777:
@@ -68,6 +85,8 @@ class Publisher(Handle):
                 if isinstance(mode, int)
                 else f"mode must be an int such as 0o600, not {mode!r}"
             )
+        filebacked.check_options(path, overwrite, flush_every, flush_interval)
+        ring_path = None if path is None else filebacked.ring_path(path)
         _, total = _core.geometry(slots, slot_size)
         control_total = _core.control_geometry(max_subscribers)
         sockets = wakeup.socket_dir()
@@ -75,14 +94,26 @@ class Publisher(Handle):
         self._pid = os.getpid()
         # Other users may at most read the ring; the control segment is the owner's alone (a
         # process that may write it could make the publisher fault, e.g. by truncating it),
-        # so other users' subscribers attach passively, without wake-ups.
+        # so other users' subscribers attach passively, without wake-ups. For a file-backed
+        # ring, the segment under the topic's name is the stub naming its file.
         self._segment = _claim(self.topic, mode & 0o644)
         self._control_segment: Segment | None = None
+        self._ring_file: filebacked.RingFile | None = None
+        #: What reopening an existing ring file found and repaired; None for a fresh ring.
+        self.recovery: _core.Recovery | None = None
         try:
-            self._segment.size(total)
-            mapping = self._segment.map()
+            if ring_path is None:
+                self._segment.size(total)
+                mapping = self._segment.map()
+            else:
+                self._ring_file = filebacked.RingFile.open(
+                    self.topic, ring_path, slots, slot_size, mode & 0o644, overwrite
+                )
+                mapping = self._ring_file.segment.mapping
             self._base = _core.pointer_to(mapping, writable=True)
             self.epoch = secrets.randbits(63) | 1
+            if self._ring_file is not None and self.epoch == self._ring_file.old_epoch:
+                self.epoch ^= 2  # a reopened ring gets a new epoch, as a re-created one does
             # The control segment is complete before the data header's magic is written:
             # a subscriber that sees the magic finds everything it needs.
             self._control_segment = _create_control(self.topic, mode & 0o600)
@@ -90,17 +121,20 @@ class Publisher(Handle):
             self._control_base = _core.pointer_to(self._control_segment.map(), writable=True)
             _core.init_control(self._control_base, control_total, max_subscribers, self.epoch, sockets)
             self._control = _core.Control(self._control_base, control_total, f"topic {self.topic!r}")
-            _core.init_header(
-                self._base,
-                total,
-                slots,
-                slot_size,
-                epoch=self.epoch,
-                pid=self._pid,
-                start_time=_proc.start_time(self._pid) or 0,
-                created_ns=time.time_ns(),
-            )
-            self._writer = _core.Writer(self._base, total, self.topic)
+            incarnation = {
+                "epoch": self.epoch,
+                "pid": self._pid,
+                "start_time": _proc.start_time(self._pid) or 0,
+                "created_ns": time.time_ns(),
+            }
+            if self._ring_file is None:
+                _core.init_header(self._base, total, slots, slot_size, **incarnation)
+                self._writer = _core.Writer(self._base, total, self.topic)
+            else:
+                self.recovery = self._ring_file.initialise(self._base, **incarnation)
+                # Last: a subscriber that follows the stub finds the ring ready.
+                filebacked.write_stub(self._segment, self._ring_file.path, self.epoch, self._pid)
+                self._writer = self._ring_file.writer(self._base, total, self.topic, flush_every)
             self._waker = wakeup.Waker(self._control, self.topic)
             self._writer.bind(self._control, self._waker.wake_sleepers)
             self._view = memoryview(mapping)
@@ -110,7 +144,11 @@ class Publisher(Handle):
                 if segment is not None:
                     segment.remove()
                     segment.close()
+            if self._ring_file is not None:
+                self._ring_file.close(remove=self._ring_file.created)
             raise
+        if self._ring_file is not None and flush_interval is not None:
+            self._ring_file.start_flusher(flush_interval)
         self.slots = slots
         self.slot_size = slot_size
         self.max_subscribers = max_subscribers
@@ -184,7 +222,31 @@ class Publisher(Handle):
         """
         return arrays.publish(self, array)
 
+    def flush(self) -> int:
+        """Makes everything published so far durable: msync(MS_SYNC) of the ring file, then a
+        note in its header of how far that goes (which a restart after a power cut trusts).
+        Returns the number of messages now on disk. Blocks until the disk has them (the GIL is
+        released meanwhile): milliseconds on a disk, a little CPU and a system call if nothing
+        was published since the last flush.
+
+        Raises NotFileBacked for a /dev/shm topic (it has no disk), ClosedError after close,
+        SegmentError if the disk failed (here, or in a background flush since the last call).
+        """
+        if self._ring_file is None:
+            raise NotFileBacked(
+                f"topic {self.topic!r} lives in shared memory only: there is nothing to flush "
+                "(Publisher(..., path=...) makes a file-backed ring)"
+            )
+        if self._closed:
+            raise ClosedError(f"topic {self.topic!r}: the publisher is closed")
+        return self._ring_file.flush()
+
     # -- state ---------------------------------------------------------------
+
+    @property
+    def path(self) -> str | None:
+        """The ring file of a file-backed topic (absolute), or None for a /dev/shm one."""
+        return None if self._ring_file is None else self._ring_file.path
 
     @property
     def published(self) -> int:
@@ -223,9 +285,14 @@ class Publisher(Handle):
         owner = os.getpid() == self._pid
         try:
             if owner:
+                if self._ring_file is not None:  # everything published reaches the disk...
+                    self._ring_file.stop_flusher()
+                    self._ring_file.flush()
                 # Refuses new calls, waits for those in flight in other threads, sets
                 # `closed` in the header and wakes the sleepers.
                 self._writer.close()
+                if self._ring_file is not None:  # ...then the mark of a clean close
+                    self._ring_file.final_flush()
                 wakeup.reap_dead_entries(self._control)
             else:
                 self._writer.forked()
@@ -241,6 +308,8 @@ class Publisher(Handle):
                         segment.unmap()
                         segment.remove()
                     segment.close()
+            if self._ring_file is not None:
+                self._ring_file.close(owner=owner)  # the file stays: outliving us is its point
         if owner:
             wakeup.sweep_dead_sockets(self._control.socket_dir)
 
@@ -402,9 +471,25 @@ def _owner_message(topic: str, segment: Segment) -> str:
         finally:
             _core.release(base)
             segment.unmap()
+    except _core.FileBackedTopic:
+        owner = _stub_owner(segment)
     except Exception:
         pass  # header unreadable: name no pid
     return f"topic {topic!r} already has a live publisher ({owner})"
+
+
+def _stub_owner(segment: Segment) -> str:
+    """Names the publisher of a file-backed topic, from its stub."""
+    mapping = segment.map()
+    base = _core.pointer_to(mapping, writable=False)
+    try:
+        stub = _core.read_stub(base, len(mapping), segment.what)
+        return f"pid {stub.publisher_pid}, ring file {stub.path}"
+    except Exception:
+        return "another process"
+    finally:
+        _core.release(base)
+        segment.unmap()
 
 
 def _disable_inherited_publishers() -> None:

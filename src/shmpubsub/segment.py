@@ -14,6 +14,24 @@ Subscriber: ``Segment.open("prices")``, ``map()`` (read-only, ``PROT_READ``), ``
 
 A segment nobody removes outlives every process that used it: only step 5 frees
 the memory, and only the owner (the publisher) takes it.
+
+The same five steps for a region of a real file (a file-backed ring, or any existing file or
+device region, :meth:`Segment.map_file`)::
+
+    seg = Segment.create_file(path)  # 1. create: open(O_CREAT | O_EXCL), mode 0600; or open an
+                                     #    existing one: O_RDONLY unless writable, and the mapping's
+                                     #    protection never exceeds that
+    seg.size(nbytes)                 # 2. size: ftruncate, then posix_fallocate (disk blocks reserved
+                                     #    now: a full disk fails here, never with SIGBUS later)
+    mem = seg.map()                  # 3. map: mmap(MAP_SHARED) at a page-aligned offset
+    seg.flush()                      #    msync(MS_SYNC): what was written is on disk when it returns
+    seg.unmap()                      # 4. unmap: frees no disk space and loses nothing written (the
+                                     #    page cache keeps it, and writes it back in its own time:
+                                     #    unmapping is no msync, only flush() waits for the disk)
+    seg.remove()                     # 5. remove: unlink the path. The data goes with the last
+                                     #    descriptor or mapping; a file-backed ring's publisher never
+                                     #    does this: the file outliving the process is the point
+    seg.close()
 """
 
 from __future__ import annotations
@@ -22,15 +40,19 @@ import errno
 import mmap
 import os
 import stat
+from typing import Any
 
 import posix_ipc
 
 from . import _core
 from .errors import (
     ClosedError,
+    InvalidArgument,
     InvalidSegment,
+    InvalidType,
     NoSpace,
     PermissionDenied,
+    ReadOnlySegment,
     SegmentError,
     ShmPubSubError,
     TopicExists,
@@ -51,14 +73,37 @@ def _refuse_special_file(topic: str, path: str) -> None:
 
 
 class Segment:
-    """One named shared-memory object and (at most) one mapping of it in this process."""
+    """One named shared-memory object, or one region of a file, and (at most) one mapping of it in
+    this process. The module's docstring walks through the five steps for both: create, size,
+    map, unmap (frees nothing, and for a file loses nothing written), remove (unlink; data goes
+    with the last descriptor and mapping)."""
 
-    def __init__(self, topic: str, shm: posix_ipc.SharedMemory, writable: bool, suffix: str = "") -> None:
+    def __init__(
+        self,
+        topic: str,
+        fd: int,
+        writable: bool,
+        suffix: str = "",
+        *,
+        path: str | None = None,
+        offset: int = 0,
+        length: int | None = None,
+    ) -> None:
         self.topic = topic
-        self.name = segment_name(topic, suffix)
+        #: The shm_open name ("/shmpubsub.<topic>..."), or None for a file.
+        self.name: str | None = segment_name(topic, suffix) if path is None else None
+        #: Where the object is in the file system: under /dev/shm, or the file's path.
+        self.path = SHM_DIR + self.name if self.name is not None else path or ""
         self.writable = writable
-        self._shm: posix_ipc.SharedMemory | None = shm
+        self.offset = offset
+        self._length = length
+        self._fd: int | None = fd
         self._mapping: mmap.mmap | None = None
+
+    @property
+    def what(self) -> str:
+        """The segment as error messages name it."""
+        return f"topic {self.topic!r}" if self.name is not None else f"file {self.path}"
 
     # -- 1. create / open ------------------------------------------------
 
@@ -82,7 +127,7 @@ class Segment:
             code = getattr(e, "errno", None) or errno.EIO
             raise SegmentError(code, f"cannot create topic {topic!r}: {e}") from None
         os.fchmod(shm.fd, mode & 0o777)
-        return cls(topic, shm, writable=True, suffix=suffix)
+        return cls(topic, shm.fd, writable=True, suffix=suffix)
 
     @classmethod
     def open(cls, topic: str, writable: bool = False, suffix: str = "") -> Segment:
@@ -101,23 +146,98 @@ class Segment:
         except (posix_ipc.Error, OSError) as e:
             code = getattr(e, "errno", None) or errno.EIO
             raise SegmentError(code, f"cannot open topic {topic!r}: {e}") from None
-        return cls(topic, shm, writable, suffix)
+        return cls(topic, shm.fd, writable, suffix)
+
+    @classmethod
+    def create_file(cls, path: str, mode: int = 0o600, topic: str = "") -> Segment:
+        """Creates a new, empty regular file (O_CREAT | O_EXCL) with exactly *mode*, for a
+        file-backed ring of *topic*. Raises TopicExists if the path exists."""
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode & 0o777)
+        except FileExistsError:
+            raise TopicExists(errno.EEXIST, f"{path} already exists") from None
+        except OSError as e:
+            raise _file_error(e, path, "create") from None
+        os.fchmod(fd, mode & 0o777)
+        return cls(topic, fd, writable=True, path=path)
+
+    @classmethod
+    def open_file(cls, path: str, writable: bool = False, topic: str = "") -> Segment:
+        """Opens an existing regular file, read-only unless *writable*. Raises TopicNotFound if
+        it does not exist, PermissionDenied if access is not allowed, InvalidArgument if it is
+        not a regular file."""
+        fd = _open_existing(path, writable)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise InvalidArgument(f"{path} is not a regular file")
+        return cls(topic, fd, writable, path=path)
+
+    @classmethod
+    def map_file(
+        cls, path: str | os.PathLike[str], offset: int = 0, length: int | None = None, writable: bool = False
+    ) -> Segment:
+        """Opens an existing file or device and maps *length* bytes of it from *offset* (steps
+        1 and 3; ``mapping`` is the mmap). The file is opened O_RDONLY and mapped PROT_READ unless
+        *writable* (O_RDWR, PROT_READ | PROT_WRITE, MAP_SHARED): the protection never exceeds
+        what the file was opened with, and a write through a read-only mapping raises
+        ReadOnlySegment (:meth:`write`) or TypeError (the mmap itself).
+
+        *offset* must be a multiple of the page size (``mmap.ALLOCATIONGRANULARITY``); *length*
+        defaults to the rest of the file and must lie within it (a block device's size counts; a
+        character device has none, so give *length*). Raises InvalidArgument for a bad offset or
+        length, TopicNotFound if the path does not exist, PermissionDenied if it may not be
+        opened so. Costs an open, an fstat and an mmap.
+        """
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidType(f"path must be a str or os.PathLike, not {type(path).__name__}")
+        path = os.fspath(path)
+        for name, value in (("offset", offset), ("length", length)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise InvalidType(f"{name} must be an int, not {type(value).__name__}")
+        if offset < 0 or offset % mmap.ALLOCATIONGRANULARITY:
+            raise InvalidArgument(
+                f"offset {offset} is not a multiple of the page size ({mmap.ALLOCATIONGRANULARITY} "
+                "bytes): mmap can only map whole pages"
+            )
+        fd = _open_existing(path, writable)
+        try:
+            available = _mappable_size(fd, path)
+            if length is None:
+                if available is None:
+                    raise InvalidArgument(f"{path} is a character device: give the length to map")
+                length = available - offset
+            if length <= 0:
+                raise InvalidArgument(
+                    f"nothing to map: {path} has {available} bytes, offset {offset}, length {length}"
+                )
+            if available is not None and offset + length > available:
+                raise InvalidArgument(
+                    f"offset {offset} + length {length} reaches beyond the end of {path} ({available} bytes)"
+                )
+            segment = cls("", fd, writable, path=path, offset=offset, length=length)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            segment.map()
+        except BaseException:
+            segment.close()
+            raise
+        return segment
 
     # -- 2. size -----------------------------------------------------------
 
     def size(self, nbytes: int) -> None:
-        """Sets the size and reserves the memory now, so a full /dev/shm fails here with NoSpace
-        rather than with SIGBUS at the first write."""
+        """Sets the size and reserves the memory (or disk blocks) now, so a full /dev/shm or disk
+        fails here with NoSpace rather than with SIGBUS at the first write."""
         fd = self.fileno()
         try:
             os.ftruncate(fd, nbytes)
             os.posix_fallocate(fd, 0, nbytes)
         except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EFBIG, errno.ENOMEM):
-                raise NoSpace(self.topic, nbytes) from None
-            raise SegmentError(
-                e.errno, f"cannot size topic {self.topic!r} to {nbytes} bytes: {e.strerror}"
-            ) from None
+            if e.errno in (errno.ENOSPC, errno.EFBIG, errno.ENOMEM, errno.EDQUOT):
+                raise NoSpace(self.topic, nbytes, None if self.name is not None else self.path) from None
+            raise SegmentError(e.errno, f"cannot size {self.what} to {nbytes} bytes: {e.strerror}") from None
 
     @property
     def nbytes(self) -> int:
@@ -127,28 +247,55 @@ class Segment:
     # -- 3. map --------------------------------------------------------------
 
     def map(self) -> mmap.mmap:
-        """Maps the whole segment: read-write for the owner, PROT_READ for everyone else."""
+        """Maps the segment (a file region: from its offset): read-write for the owner,
+        PROT_READ for everyone else."""
         if self._mapping is not None:
             return self._mapping
-        nbytes = self.nbytes
+        length = self._length if self._length is not None else self.nbytes
         fd = self.fileno()
         if self.writable:
             flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-            self._mapping = mmap.mmap(fd, nbytes, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            prot = mmap.PROT_READ | mmap.PROT_WRITE
+            self._mapping = mmap.mmap(fd, length, flags=flags, prot=prot, offset=self.offset)
         else:
-            self._mapping = mmap.mmap(fd, nbytes, access=mmap.ACCESS_READ)
+            self._mapping = mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=self.offset)
         return self._mapping
 
     @property
     def mapping(self) -> mmap.mmap:
         if self._mapping is None:
-            raise ShmPubSubError(f"topic {self.topic!r}: the segment is not mapped")
+            raise ShmPubSubError(f"{self.what}: the segment is not mapped")
         return self._mapping
+
+    def write(self, offset: int, data: Any) -> None:
+        """Copies *data* (bytes-like) into the mapping at *offset* (relative to the mapping).
+        Raises ReadOnlySegment if the mapping is read-only, InvalidArgument out of bounds."""
+        mapping = self.mapping
+        if not self.writable:
+            raise ReadOnlySegment(f"{self.what} is mapped read-only (opened O_RDONLY): it cannot be written")
+        try:
+            view = memoryview(data).cast("B")
+        except TypeError:
+            raise InvalidType(f"expected a bytes-like object, not {type(data).__name__}") from None
+        if not isinstance(offset, int) or offset < 0 or offset + len(view) > len(mapping):
+            raise InvalidArgument(
+                f"{len(view)} bytes at offset {offset} do not fit a mapping of {len(mapping)} bytes"
+            )
+        mapping[offset : offset + len(view)] = view
+
+    def flush(self) -> None:
+        """msync(MS_SYNC): returns once everything written through the mapping is on disk (a
+        no-op for /dev/shm, which has no disk, and for read-only mappings)."""
+        try:
+            self.mapping.flush()
+        except OSError as e:
+            raise SegmentError(e.errno, f"cannot write {self.what} to disk: {e.strerror}") from None
 
     # -- 4. unmap --------------------------------------------------------------
 
     def unmap(self) -> None:
-        """Drops this process's mapping. Frees nothing: the segment lives on until removed.
+        """Drops this process's mapping. Frees nothing: the segment lives on until removed (and
+        what was written to a file stays in the page cache until written back).
 
         If Python views into the mapping are still alive, the unmapping happens when the
         last of them goes (never earlier, so no view can ever point at unmapped memory).
@@ -163,19 +310,31 @@ class Segment:
     # -- 5. remove -------------------------------------------------------------
 
     def remove(self) -> None:
-        """Removes the name (shm_unlink), if it still names this segment (not a successor's)."""
+        """Removes the name (shm_unlink, or unlink for a file), if it still names this segment
+        (not a successor's). A device is never removed."""
+        if self.name is None:
+            if not stat.S_ISREG(os.fstat(self.fileno()).st_mode):
+                raise InvalidArgument(f"{self.path} is not a regular file: it is not removed")
+            if self.still_named():
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass  # already gone
+                except OSError as e:
+                    raise _file_error(e, self.path, "remove") from None
+            return
         if self.still_named():
             try:
                 posix_ipc.unlink_shared_memory(self.name)
             except posix_ipc.ExistentialError:
                 pass  # already gone
             except posix_ipc.Error as e:
-                raise SegmentError(errno.EACCES, f"cannot remove {SHM_DIR}{self.name}: {e}") from None
+                raise SegmentError(errno.EACCES, f"cannot remove {self.path}: {e}") from None
 
     def still_named(self) -> bool:
-        """True if the segment's name still refers to this very object."""
+        """True if the segment's name (or path) still refers to this very object."""
         try:
-            named = os.stat(SHM_DIR + self.name)
+            named = os.stat(self.path)
         except FileNotFoundError:
             return False
         mine = os.fstat(self.fileno())
@@ -184,10 +343,9 @@ class Segment:
     # -- the descriptor and the single-writer lock ------------------------------
 
     def fileno(self) -> int:
-        if self._shm is None:
-            raise ClosedError(f"topic {self.topic!r}: the segment is closed")
-        fd: int = self._shm.fd
-        return fd
+        if self._fd is None:
+            raise ClosedError(f"{self.what}: the segment is closed")
+        return self._fd
 
     def lock(self) -> bool:
         """Takes the single-writer lock (an OFD lock, dropped by the kernel when the owner dies).
@@ -201,14 +359,50 @@ class Segment:
     def close(self) -> None:
         """Unmaps (if mapped) and closes the descriptor, which releases a lock held through it."""
         self.unmap()
-        shm, self._shm = self._shm, None
-        if shm is not None:
-            shm.close_fd()
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
     @property
     def closed(self) -> bool:
-        return self._shm is None
+        return self._fd is None
+
+    def __enter__(self) -> Segment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("mapped" if self._mapping is not None else "open")
-        return f"<Segment {self.name} {'rw' if self.writable else 'ro'} {state}>"
+        return f"<Segment {self.path} {'rw' if self.writable else 'ro'} {state}>"
+
+
+def _file_error(e: OSError, path: str, action: str) -> SegmentError:
+    if isinstance(e, PermissionError):
+        return PermissionDenied(e.errno, f"may not {action} {path}")
+    return SegmentError(e.errno, f"cannot {action} {path}: {e.strerror}")
+
+
+def _open_existing(path: str, writable: bool) -> int:
+    """Opens *path*: O_RDONLY unless *writable*; O_NONBLOCK so that a FIFO cannot hang us."""
+    flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        return os.open(path, flags)
+    except FileNotFoundError:
+        raise TopicNotFound(errno.ENOENT, f"{path} does not exist") from None
+    except OSError as e:
+        raise _file_error(e, path, "open" if not writable else "open for writing") from None
+
+
+def _mappable_size(fd: int, path: str) -> int | None:
+    """Bytes that may be mapped: a regular file's size, a block device's; None for a character
+    device (which has no size). Anything else cannot be mapped."""
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISREG(mode):
+        return os.fstat(fd).st_size
+    if stat.S_ISBLK(mode):
+        return os.lseek(fd, 0, os.SEEK_END)
+    if stat.S_ISCHR(mode):
+        return None
+    raise InvalidArgument(f"{path} is neither a regular file nor a device: it cannot be mapped")

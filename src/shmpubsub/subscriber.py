@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _core, _proc, arrays, wakeup
+from . import _core, _proc, arrays, filebacked, wakeup
 from ._handle import Handle
 from .errors import (
     ClosedError,
@@ -26,6 +26,7 @@ from .errors import (
     PublisherGone,
     ReceiveTimeout,
     ShmPubSubError,
+    TopicNotFound,
 )
 from .message import Batch, Message
 from .names import CONTROL_SUFFIX, validate_topic
@@ -95,12 +96,28 @@ class Subscriber(Handle):
 
     Raises TopicNotFound if no publisher has created the topic, InvalidSegment if a segment is
     corrupt, foreign or of an incompatible version, TooManySubscribers if every entry is taken.
+
+    A file-backed topic is attached by its name or by ``path=`` (its ring file; then *topic*
+    may be left out, and if given must be the file's). A ring file whose publisher is gone can
+    be read all the same: the subscriber then reads what the ring holds and ends with
+    PublisherGone like any topic whose publisher left (it attaches passively, without
+    wake-ups, when the topic's control segment is gone or belongs to another incarnation).
     """
 
     def __init__(
-        self, topic: str, *, start: str = "next", lapped: str = "oldest", spin_us: float = 50.0
+        self,
+        topic: str | None = None,
+        *,
+        start: str = "next",
+        lapped: str = "oldest",
+        spin_us: float = 50.0,
+        path: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.topic = validate_topic(topic)
+        if topic is None and path is None:
+            raise InvalidArgument("a subscriber needs a topic name (a str), or the path= of a ring file")
+        if topic is not None:
+            topic = validate_topic(topic)
+        self.topic = topic or ""
         if not isinstance(start, str) or start not in _core.START_MODES:
             raise InvalidArgument(f"start must be one of {sorted(_core.START_MODES)}, not {start!r}")
         if not isinstance(lapped, str) or lapped not in _core.RESYNC_MODES:
@@ -124,9 +141,22 @@ class Subscriber(Handle):
         self._release_deferred = False
         self._mapping_view: memoryview | None = None  # zero-copy views are slices of it
         self._view_open = False
-        self._segment = Segment.open(self.topic, writable=False)
+        by_path = path is not None
+        self._segment = (
+            Segment.open(self.topic, writable=False)
+            if path is None
+            else Segment.open_file(filebacked.ring_path(path), topic=self.topic)
+        )
         try:
-            self._base, self.header = _attach(self._segment)
+            try:
+                self._base, self.header = _attach(self._segment)
+            except _core.FileBackedTopic:  # the topic's stub: its ring is in a file
+                if by_path:
+                    raise  # a stub copied to a file is no ring file
+                self._segment = filebacked.follow_stub(self._segment)
+                self._base, self.header = _attach(self._segment)
+            if self._segment.name is None:
+                self.topic = filebacked.file_topic(self._base, self._segment, topic)
             self._mapping_view = memoryview(self._segment.mapping)
             self._reader = _core.Reader(
                 self._base,
@@ -136,7 +166,7 @@ class Subscriber(Handle):
                 _core.START_MODES[start],
                 _core.RESYNC_MODES[lapped],
             )
-            self._register()
+            self._register(optional=by_path)
             self._watch_publisher()
         except BaseException:
             self._release()
@@ -144,17 +174,29 @@ class Subscriber(Handle):
         self._closed = False
         _live.add(self)
 
-    def _register(self) -> None:
+    def _register(self, optional: bool = False) -> None:
         """Claims a control entry and binds the wake-up socket. Without write access to the
         control segment (another user's topic), the subscriber stays passive: it reads, and
-        its blocking calls poll instead of sleeping on a socket."""
+        its blocking calls poll instead of sleeping on a socket. So it does, if *optional* (a
+        ring file opened by path), when the control segment is gone or another incarnation's:
+        the file's publisher is gone."""
         try:
             self._control_segment = Segment.open(self.topic, writable=True, suffix=CONTROL_SUFFIX)
         except PermissionDenied:
             return
+        except TopicNotFound:
+            if optional:
+                return
+            raise
         mapping = self._control_segment.map()
         self._control_base = _core.pointer_to(mapping, writable=True)
         control = _core.Control(self._control_base, len(mapping), f"control segment of topic {self.topic!r}")
+        if control.epoch != self.header.epoch and optional:
+            _core.release(self._control_base)
+            self._control_base = None
+            self._control_segment.close()
+            self._control_segment = None
+            return
         if control.epoch != self.header.epoch:
             raise InvalidSegment(
                 f"topic {self.topic!r} was re-created while attaching (control segment of another epoch); "
@@ -317,7 +359,8 @@ class Subscriber(Handle):
         if self._epoll is None:
             raise ShmPubSubError(
                 f"topic {self.topic!r}: this subscriber cannot register for wake-ups (no write access "
-                "to the topic's control segment), so it has no descriptor to wait on"
+                "to the topic's control segment, or, for a ring file, its publisher is gone), so it "
+                "has no descriptor to wait on"
             )
         self._selectable = True
         return self._epoll.fileno()
@@ -622,7 +665,7 @@ class View:
 def _attach(segment: Segment) -> tuple[object, _core.HeaderInfo]:
     """Maps a segment and validates its header, waiting briefly for a publisher that is still
     creating it. Returns (C pointer to the mapping, header)."""
-    what = f"topic {segment.topic!r}"
+    what = segment.what
     began = time.monotonic()
     delay = 0.0005
     while True:
