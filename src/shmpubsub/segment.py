@@ -66,10 +66,10 @@ def _describe_owner(path: str, st: os.stat_result | None = None) -> str:
 
 
 def _refuse_special_file(topic: str, path: str) -> None:
-    """/dev/shm is writable by every local user: a FIFO or directory planted under a topic's
-    name would make shm_open hang or fail obscurely. Refuse anything but a regular file."""
+    """/dev/shm is writable by every local user: a FIFO, directory or symlink planted under a
+    topic's name would make shm_open hang or fail obscurely. Refuse anything but a regular file."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError:
         return  # shm_open will say so
     if not stat.S_ISREG(st.st_mode):
