@@ -489,10 +489,20 @@ class Round:
 
     def pub_sleepers(self) -> None:
         epoch = self.pause()
-        pids = {c.pid for c in self.live_subscribers()}
+        sleepers = self.live_subscribers()
+        pids = {c.pid for c in sleepers}
         self.wait_for(lambda: pids <= self.asleep(), STEP, "every subscriber to fall asleep")
         when = self.kill_publisher("pub-sleepers")
         self.record.sleeper_kills.append((epoch, when, sorted(pids)))
+        # Before any other kill (which could take one of them before it reports), every sleeper
+        # must have seen the death; check_round says whether it did within the bound.
+        self.wait_for(
+            lambda: all(
+                any(e["event"] == "span" and e["epoch"] == epoch for e in c.events) for c in sleepers
+            ),
+            STEP,
+            "every sleeping subscriber to see its publisher killed",
+        )
 
     def sub_random(self) -> None:
         self.at_random()
