@@ -358,8 +358,11 @@ class Round:
         return [c for c in self.children if c.role == "subscriber" and c.status is None]
 
     def kill(self, child: Child) -> float:
-        """SIGKILLs *child* and reaps it; returns when it was killed."""
+        """SIGKILLs *child* and reaps it (unless it is already gone: its pid may be reused);
+        returns when it was killed."""
         when = time.monotonic()
+        if child.status is not None:
+            return when  # it exited by itself: its reports or status say why
         os.kill(child.pid, signal.SIGKILL)
         _, child.status = os.waitpid(child.pid, 0)
         child.killed = True
@@ -626,6 +629,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quiet", action="store_true", help="print only violations and the summary")
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.subscribers < 1 or args.bound <= 0:
+        parser.error("--rounds and --subscribers must be at least 1, --bound above 0")
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
     print(f"crash soak: {args.rounds} rounds from {args.start}, seed {seed}, {args.subscribers} subscribers")
     totals: Counter[str] = Counter()

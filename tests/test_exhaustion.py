@@ -210,7 +210,7 @@ def test_too_many_subscribers_is_refused_while_the_others_sleep(topic: str) -> N
             t0 = time.monotonic()
             with pytest.raises(sps.TooManySubscribers) as info:
                 sps.Subscriber(topic)
-            assert time.monotonic() - t0 < 1.0
+            assert time.monotonic() - t0 < 2.0  # refused at once, never after a wait
             assert info.value.errno == errno.EUSERS and topic in str(info.value)
         refused = children.start(ctx, _try_to_attach, topic, results)
         assert get_result(results, 30, "the refused subscriber") == ("refused", errno.EUSERS)
