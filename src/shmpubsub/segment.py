@@ -164,7 +164,7 @@ class Segment:
                 self._mapping = mmap.mmap(fd, nbytes, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
             else:
                 self._mapping = mmap.mmap(fd, nbytes, access=mmap.ACCESS_READ)
-        except OSError as e:  # mmap duplicates the descriptor: EMFILE is possible too
+        except OSError as e:  # mmap dup()s the descriptor: EMFILE is possible too
             raise _refusal(e, f"cannot map topic {self.topic!r}") from None
         return self._mapping
 
