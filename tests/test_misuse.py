@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -41,19 +42,26 @@ def test_fileno_after_close(topic: str) -> None:
             sub.fileno()
 
 
-@pytest.mark.parametrize("kind", ["fifo", "directory"])
-def test_special_file_under_a_topic_name_is_refused_not_hung_on(topic: str, kind: str) -> None:
+@pytest.mark.parametrize("kind", ["fifo", "directory", "symlink"])
+def test_special_file_under_a_topic_name_is_refused_not_hung_on(topic: str, kind: str, tmp_path: Any) -> None:
     path = os.path.join(SHM_DIR, PREFIX + topic)
     if kind == "fifo":
         os.mkfifo(path, 0o600)
+    elif kind == "symlink":  # to a file of ours that a publisher would overwrite
+        target = tmp_path / "precious"
+        target.write_bytes(b"precious")
+        os.symlink(target, path)
     else:
         os.mkdir(path, 0o700)
     try:
-        with pytest.raises(sps.InvalidSegment, match="not a regular file"):
-            sps.Subscriber(topic)
-        assert os.path.exists(path)  # left alone
+        for make in (sps.Subscriber, sps.Publisher):
+            with pytest.raises(sps.InvalidSegment, match="not a regular file"):
+                make(topic)
+            assert os.path.lexists(path)  # left alone
+        if kind == "symlink":
+            assert target.read_bytes() == b"precious"
     finally:
-        os.unlink(path) if kind == "fifo" else os.rmdir(path)
+        os.rmdir(path) if kind == "directory" else os.unlink(path)
 
 
 def test_socket_directory_too_long_for_a_socket_path_is_refused(

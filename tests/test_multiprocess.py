@@ -3,7 +3,7 @@
 Every message carries its own sequence number, its total length and a CRC-32, and its body is
 derived deterministically from its sequence number, so a subscriber can tell an intact message
 from a torn one (bytes of two different messages), a stale one or a misnumbered one without any
-help from the library. ``_check`` is that checker; every test here runs the same one.
+help from the library. ``payloads.check`` is that checker; every test here runs the same one.
 
 The negative control (validation turned off with ``Reader._skip_validation_for_test``) proves the
 checker really catches torn reads; its positive twin runs the same workload with validation on and
@@ -20,115 +20,38 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
-import random
-import struct
 import time
 import traceback
-import zlib
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from payloads import VARIANTS, WORD_COPY_MAX, check, loan_back_to_front, make_payload, shape
 
 from shmpubsub import Publisher, Subscriber
-
-# --------------------------------------------------------------------------------------------
-# Self-checking payloads
-#
-#   [ seq: u64 LE ][ total length: u32 LE ][ body ... ][ crc32: u32 LE ]
-#
-# The body is a slice of a fixed pseudo-random pool; its offset and the message length depend on
-# seq (through seq % _PERIOD, so consecutive messages, and messages one ring apart, differ in both).
-# The CRC covers body then header: crc32(header, crc32(body)) == crc32(body + header). That order
-# lets the publisher cache the body's CRC per shape and publish at full speed, while the checker
-# still computes it over the bytes it actually received.
-# --------------------------------------------------------------------------------------------
-
-_HDR = struct.Struct("<QI")
-_OVERHEAD = _HDR.size + 4  # header + trailing CRC
-_POOL_LEN = 160 * 1024
-_POOL = random.Random(0x5EED).randbytes(_POOL_LEN)  # identical in every process
-_POOL_VIEW = memoryview(_POOL)
-_PERIOD = 997  # a prime: no ring size used here divides it
-
-# variant -> (smallest, largest) total message size in bytes
-_VARIANTS: dict[str, tuple[int, int]] = {
-    "small": (_OVERHEAD, 1024),  # C copies these as relaxed atomic words
-    "mixed": (_OVERHEAD, 8192),  # about half above 1024 bytes: the memcpy path too
-    "large": (16 * 1024, 64 * 1024),  # memcpy path only
-    "word512": (512, 512),  # atomic-word path, fixed size
-}
-_WORD_COPY_MAX = 1024  # csrc/ring.c: larger payloads are copied with memcpy
-
-_body_crcs: dict[tuple[str, int], int] = {}
-
-
-def _shape(seq: int, variant: str) -> tuple[int, int]:
-    """(total size, body offset in the pool) of message *seq*."""
-    lo, hi = _VARIANTS[variant]
-    h = ((seq % _PERIOD) * 2654435761 + 12345) & 0xFFFFFFFF
-    if variant == "mixed":  # alternate between the two copy paths
-        lo, hi = (lo, _WORD_COPY_MAX) if h & 1 else (_WORD_COPY_MAX + 1, hi)
-    size = lo + (h >> 3) % (hi - lo + 1)
-    offset = (h >> 5) % (_POOL_LEN - hi)
-    return size, offset
-
-
-def _body(seq: int, variant: str) -> bytes:
-    size, offset = _shape(seq, variant)
-    return _POOL[offset : offset + size - _OVERHEAD]
-
-
-def _make_payload(seq: int, variant: str) -> bytes:
-    size, _ = _shape(seq, variant)
-    body = _body(seq, variant)
-    key = (variant, seq % _PERIOD)
-    body_crc = _body_crcs.get(key)
-    if body_crc is None:
-        body_crc = _body_crcs[key] = zlib.crc32(body)
-    header = _HDR.pack(seq, size)
-    return b"".join((header, body, zlib.crc32(header, body_crc).to_bytes(4, "little")))
-
-
-def _check(data: bytes, seq: int, variant: str) -> str | None:
-    """None if *data* is exactly message *seq*, else why not (a short reason)."""
-    if len(data) < _OVERHEAD:
-        return "short"
-    embedded_seq, size = _HDR.unpack_from(data)
-    if size != len(data):
-        return "length"
-    view = memoryview(data)
-    crc = zlib.crc32(view[: _HDR.size], zlib.crc32(view[_HDR.size : -4]))
-    if crc != int.from_bytes(data[-4:], "little"):
-        return "checksum"
-    if embedded_seq != seq:
-        return "seq"
-    if size != _shape(seq, variant)[0] or data[_HDR.size : -4] != _body(seq, variant):
-        return "content"
-    return None
 
 
 def test_checker_itself() -> None:
     """The checker accepts every well-formed message and rejects splices, stale copies and bit flips."""
-    for variant in _VARIANTS:
+    for variant in VARIANTS:
         for seq in (0, 1, 7, 996, 997, 123456789):
-            good = _make_payload(seq, variant)
-            lo, hi = _VARIANTS[variant]
+            good = make_payload(seq, variant)
+            lo, hi = VARIANTS[variant]
             assert lo <= len(good) <= hi
-            assert _check(good, seq, variant) is None
-            assert _check(good, seq + 1, variant) is not None  # stale/misnumbered
-            other = _make_payload(seq + 1, variant)
+            assert check(good, seq, variant) is None
+            assert check(good, seq + 1, variant) is not None  # stale/misnumbered
+            other = make_payload(seq + 1, variant)
             n = min(len(good), len(other))
             for cut in (8, 12, 64, n // 2, n - 4):  # a torn copy: head of one, tail of another
                 torn = good[:cut] + other[cut:n] + good[n:]
-                assert _check(torn, seq, variant) is not None, (variant, seq, cut)
+                assert check(torn, seq, variant) is not None, (variant, seq, cut)
             flipped = bytearray(good)
             flipped[len(good) // 2] ^= 0x10
-            assert _check(bytes(flipped), seq, variant) is not None
-    sizes = [_shape(s, "mixed")[0] for s in range(2000)]
-    assert any(s <= _WORD_COPY_MAX for s in sizes) and any(s > _WORD_COPY_MAX for s in sizes)
+            assert check(bytes(flipped), seq, variant) is not None
+    sizes = [shape(s, "mixed")[0] for s in range(2000)]
+    assert any(s <= WORD_COPY_MAX for s in sizes) and any(s > WORD_COPY_MAX for s in sizes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,7 +92,7 @@ def _drain(
         if msg.seq <= last_seq:
             order_errors += 1
         last_seq = msg.seq
-        reason = _check(msg.data, msg.seq, variant)
+        reason = check(msg.data, msg.seq, variant)
         if reason is not None:
             corrupt += 1
             reasons[reason] += 1
@@ -248,7 +171,7 @@ def _latest_main(topic: str, variant: str, results: Any, done: Any, duration: fl
                 elif msg.seq > last:
                     distinct += 1
                 last = max(last, msg.seq)
-                reason = _check(msg.data, msg.seq, variant)
+                reason = check(msg.data, msg.seq, variant)
                 if reason is not None:
                     corrupt += 1
                     reasons[reason] += 1
@@ -283,7 +206,7 @@ def _late_joiner_main(topic: str, variant: str, results: Any) -> None:
                 msg = sub.try_receive()
                 if msg is None:
                     break
-                got.append((msg.seq, _check(msg.data, msg.seq, variant)))
+                got.append((msg.seq, check(msg.data, msg.seq, variant)))
             stats = {"got": got, "lost": sub.lost, "again": sub.try_receive() is None}
         results.put(("result", 0, stats))
     except BaseException:
@@ -379,7 +302,7 @@ def test_stream_to_four_subscriber_processes(topic: str, method: str, variant: s
     ctx: Any = multiprocessing.get_context(method)
     results = ctx.Queue()
     slots = 8
-    slot_size = _VARIANTS[variant][1]
+    slot_size = VARIANTS[variant][1]
     started = time.monotonic()
     with Publisher(topic, slots=slots, slot_size=slot_size) as pub, _children(ctx) as procs:
         for i in range(4):
@@ -389,7 +312,7 @@ def test_stream_to_four_subscriber_processes(topic: str, method: str, variant: s
         _await(results, procs, "ready", 4, timeout=30.0)
 
         for seq in range(_STREAM_LEN):
-            assert pub.publish(_make_payload(seq, variant)) == seq
+            assert pub.publish(make_payload(seq, variant)) == seq
         published = pub.published
         pub.close()  # subscribers see publisher_closed; their mappings stay valid
 
@@ -420,42 +343,15 @@ _TORN_WANTED = 20  # stop early once this many torn reads were caught
 _TWIN_DURATION = 1.5
 
 
-def _loan_back_to_front(pub: Publisher, seq: int, variant: str) -> int:
-    """Publishes message *seq* through a loan, built straight in the slot and back to front.
-
-    The second way to write a message (loan/commit instead of publish()), and the one that tears
-    an unvalidated read most often: no staging copy, so the writer is inside the slot most of the
-    time, and tail first, so a write that begins while the reader (which copies front to back) is
-    still in the front half is certain to tear its copy.
-    """
-    size, offset = _shape(seq, variant)
-    blen = size - _OVERHEAD
-    header = _HDR.pack(seq, size)
-    key = (variant, seq % _PERIOD)
-    body_crc = _body_crcs.get(key)
-    if body_crc is None:
-        body_crc = _body_crcs[key] = zlib.crc32(_POOL_VIEW[offset : offset + blen])
-    half = _HDR.size + blen // 2
-    mid = offset + blen // 2
-    loan = pub.loan(size)
-    with loan as buf:
-        buf[size - 4 :] = zlib.crc32(header, body_crc).to_bytes(4, "little")
-        buf[half : size - 4] = _POOL_VIEW[mid : offset + blen]
-        buf[_HDR.size : half] = _POOL_VIEW[offset:mid]
-        buf[: _HDR.size] = header
-    assert loan.seq == seq
-    return seq
-
-
 def _hammer(pub: Publisher, variant: str, seconds: float, enough: Any = None, writer: str = "publish") -> int:
     """Publishes as fast as possible for *seconds* (or until *enough* is set); returns the count."""
     deadline = time.monotonic() + seconds
     seq = 0
     while True:
         if writer == "publish":
-            pub.publish(_make_payload(seq, variant))
+            pub.publish(make_payload(seq, variant))
         else:
-            _loan_back_to_front(pub, seq, variant)
+            loan_back_to_front(pub, seq, variant)
         seq += 1
         if seq & 31 == 0 and (time.monotonic() > deadline or (enough is not None and enough.is_set())):
             return seq
@@ -491,7 +387,10 @@ def _run_hammered_subscriber(
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     enough = ctx.Event()
-    with Publisher(topic, slots=slots, slot_size=_VARIANTS[variant][1]) as pub, _children(ctx) as procs:
+    with (
+        Publisher(topic, slots=slots, slot_size=VARIANTS[variant][1]) as pub,
+        _children(ctx) as procs,
+    ):
         procs.append(
             ctx.Process(
                 target=_subscriber_main,
@@ -571,7 +470,10 @@ def test_latest_across_processes_is_never_torn_and_never_goes_back(topic: str, s
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     done = ctx.Event()
-    with Publisher(topic, slots=slots, slot_size=_VARIANTS[variant][1]) as pub, _children(ctx) as procs:
+    with (
+        Publisher(topic, slots=slots, slot_size=VARIANTS[variant][1]) as pub,
+        _children(ctx) as procs,
+    ):
         procs.append(ctx.Process(target=_latest_main, args=(topic, variant, results, done, 2.0)))
         procs[0].start()
         _await(results, procs, "ready", 1, timeout=30.0)
@@ -599,9 +501,12 @@ def test_late_joiner_with_start_oldest_gets_what_the_ring_holds(topic: str, k: i
     slots = 16
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
-    with Publisher(topic, slots=slots, slot_size=_VARIANTS[variant][1]) as pub, _children(ctx) as procs:
+    with (
+        Publisher(topic, slots=slots, slot_size=VARIANTS[variant][1]) as pub,
+        _children(ctx) as procs,
+    ):
         for seq in range(k):
-            pub.publish(_make_payload(seq, variant))
+            pub.publish(make_payload(seq, variant))
         procs.append(ctx.Process(target=_late_joiner_main, args=(topic, variant, results)))
         procs[0].start()
         stats = _await(results, procs, "result", 1, timeout=30.0)[0]

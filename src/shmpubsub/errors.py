@@ -9,6 +9,8 @@ from the builtin a caller would naturally catch (``FileExistsError``,
 from __future__ import annotations
 
 import errno as _errno
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class ShmPubSubError(Exception):
@@ -126,3 +128,26 @@ class ReadOnlySegment(ShmPubSubError, TypeError):
 class NotFileBacked(ShmPubSubError, ValueError):
     """A call that needs a file-backed topic (``Publisher(..., path=...)``), such as ``flush()``,
     on a topic that lives in memory only."""
+class TooManyOpenFiles(ShmPubSubError, OSError):
+    """The process (``EMFILE``: see ``ulimit -n``) or the whole system (``ENFILE``) has run out of
+    file descriptors. Nothing half-made is left behind; handles already open keep working."""
+
+    def __init__(self, code: int, what: str) -> None:
+        whose = "this process" if code == _errno.EMFILE else "the system"
+        super().__init__(code, f"{what}: {whose} has no file descriptor left ({_errno.errorcode[code]})")
+
+
+#: The errnos of running out of file descriptors.
+OUT_OF_DESCRIPTORS = (_errno.EMFILE, _errno.ENFILE)
+
+
+@contextmanager
+def descriptors_needed(what: str) -> Iterator[None]:
+    """Turns running out of file descriptors inside the block into TooManyOpenFiles, saying
+    *what* could not be done."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in OUT_OF_DESCRIPTORS or isinstance(e, ShmPubSubError):
+            raise
+        raise TooManyOpenFiles(e.errno, what) from None

@@ -27,6 +27,8 @@ def validate_topic(topic: object) -> str:
         raise InvalidArgument(f"topic name is {len(topic)} characters long; the limit is {MAX_TOPIC_LENGTH}")
     if not _VALID.fullmatch(topic):
         raise InvalidArgument(f"topic name {topic!r} may only contain letters, digits, '.', '_' and '-'")
+    if topic in (".", ".."):  # harmless behind the prefix, but a name that looks like a path trick is one
+        raise InvalidArgument(f"topic name {topic!r} is not allowed")
     return topic
 
 

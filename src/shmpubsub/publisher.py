@@ -382,6 +382,7 @@ def _claim(topic: str, mode: int) -> Segment:
         except TopicNotFound:
             continue  # removed meanwhile: create again
         try:
+            existing.check_ours()  # another user's topic is neither ours to use nor to take over
             if not existing.lock():
                 if existing.still_named():
                     raise TopicExists(errno.EEXIST, _owner_message(topic, existing))
@@ -457,8 +458,11 @@ def _remove_control(topic: str) -> None:
         stale = Segment.open(topic, writable=False, suffix=CONTROL_SUFFIX)
     except TopicNotFound:
         return
-    stale.remove()
-    stale.close()
+    try:
+        stale.check_ours()
+        stale.remove()
+    finally:
+        stale.close()
 
 
 def _owner_message(topic: str, segment: Segment) -> str:

@@ -46,6 +46,7 @@ import posix_ipc
 
 from . import _core
 from .errors import (
+    OUT_OF_DESCRIPTORS,
     ClosedError,
     InvalidArgument,
     InvalidSegment,
@@ -55,17 +56,42 @@ from .errors import (
     ReadOnlySegment,
     SegmentError,
     ShmPubSubError,
+    TooManyOpenFiles,
     TopicExists,
     TopicNotFound,
 )
 from .names import SHM_DIR, segment_name, validate_topic
 
+# posix_ipc reports running out of file descriptors without an errno, in these words.
+_POSIX_IPC_ERRNOS = {
+    "This process already has the maximum number of files open": errno.EMFILE,
+    "The system limit on the total number of open files has been reached": errno.ENFILE,
+}
+
+
+def _refusal(e: Exception, what: str) -> ShmPubSubError:
+    """The library's exception for the operating system refusing *what*."""
+    code = getattr(e, "errno", None) or _POSIX_IPC_ERRNOS.get(str(e), errno.EIO)
+    if code in OUT_OF_DESCRIPTORS:
+        return TooManyOpenFiles(code, what)
+    return SegmentError(code, f"{what}: {e}")
+
+
+def _describe_owner(path: str, st: os.stat_result | None = None) -> str:
+    """*path*, its owner and its mode (from *st*, else from the name)."""
+    if st is None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return path
+    return f"{path}, owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):#o}"
+
 
 def _refuse_special_file(topic: str, path: str) -> None:
-    """/dev/shm is writable by every local user: a FIFO or directory planted under a topic's
-    name would make shm_open hang or fail obscurely. Refuse anything but a regular file."""
+    """/dev/shm is writable by every local user: a FIFO, directory or symlink planted under a
+    topic's name would make shm_open hang or fail obscurely. Refuse anything but a regular file."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError:
         return  # shm_open will say so
     if not stat.S_ISREG(st.st_mode):
@@ -124,8 +150,7 @@ class Segment:
                 errno.EACCES, f"may not create topic {topic!r} ({SHM_DIR}{name})"
             ) from None
         except (posix_ipc.Error, OSError) as e:
-            code = getattr(e, "errno", None) or errno.EIO
-            raise SegmentError(code, f"cannot create topic {topic!r}: {e}") from None
+            raise _refusal(e, f"cannot create topic {topic!r}") from None
         os.fchmod(shm.fd, mode & 0o777)
         return cls(topic, shm.fd, writable=True, suffix=suffix)
 
@@ -142,10 +167,11 @@ class Segment:
         except posix_ipc.ExistentialError:
             raise TopicNotFound(errno.ENOENT, f"no topic {topic!r}: no publisher has created it") from None
         except posix_ipc.PermissionsError:
-            raise PermissionDenied(errno.EACCES, f"may not open topic {topic!r} ({SHM_DIR}{name})") from None
+            raise PermissionDenied(
+                errno.EACCES, f"may not open topic {topic!r} ({_describe_owner(SHM_DIR + name)})"
+            ) from None
         except (posix_ipc.Error, OSError) as e:
-            code = getattr(e, "errno", None) or errno.EIO
-            raise SegmentError(code, f"cannot open topic {topic!r}: {e}") from None
+            raise _refusal(e, f"cannot open topic {topic!r}") from None
         return cls(topic, shm.fd, writable, suffix)
 
     @classmethod
@@ -253,12 +279,15 @@ class Segment:
             return self._mapping
         length = self._length if self._length is not None else self.nbytes
         fd = self.fileno()
-        if self.writable:
-            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-            prot = mmap.PROT_READ | mmap.PROT_WRITE
-            self._mapping = mmap.mmap(fd, length, flags=flags, prot=prot, offset=self.offset)
-        else:
-            self._mapping = mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=self.offset)
+        try:
+            if self.writable:
+                flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+                prot = mmap.PROT_READ | mmap.PROT_WRITE
+                self._mapping = mmap.mmap(fd, length, flags=flags, prot=prot, offset=self.offset)
+            else:
+                self._mapping = mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=self.offset)
+        except OSError as e:  # mmap dup()s the descriptor: EMFILE is possible too
+            raise _refusal(e, f"cannot map {self.what}") from None
         return self._mapping
 
     @property
@@ -339,6 +368,42 @@ class Segment:
             return False
         mine = os.fstat(self.fileno())
         return (named.st_dev, named.st_ino) == (mine.st_dev, mine.st_ino)
+
+    # -- who may change it ---------------------------------------------------------
+    # Judged from the descriptor (fstat), so it is the object we opened, whatever the name
+    # leads to by now. /dev/shm is writable by every local user: anyone may plant a file there.
+
+    @property
+    def ours(self) -> bool:
+        """True if the segment belongs to our effective uid."""
+        return os.fstat(self.fileno()).st_uid == os.geteuid()
+
+    def check_ours(self) -> None:
+        """Raises PermissionDenied unless the segment is ours (another user's is never taken
+        over, removed or written, not even by root)."""
+        if not self.ours:
+            raise PermissionDenied(
+                errno.EPERM,
+                f"topic {self.topic!r}: {self._described()}; it belongs to another user and was left alone",
+            )
+
+    def check_trusted(self, private: bool = False) -> None:
+        """Raises PermissionDenied if anyone but its owner may write the segment: no publisher
+        makes such a segment, and anybody could change it under us. If *private*, also unless
+        it is ours and nobody else may even read it (a control segment is its owner's alone)."""
+        mode = stat.S_IMODE(os.fstat(self.fileno()).st_mode)
+        if mode & (0o077 if private else 0o022):
+            raise PermissionDenied(
+                errno.EPERM,
+                f"topic {self.topic!r}: {self._described()}; other users may "
+                f"{'use' if private else 'write'} it, so it was not made by a shmpubsub publisher: refused",
+            )
+        if private:
+            self.check_ours()
+
+    def _described(self) -> str:
+        where = SHM_DIR + self.name if self.name is not None else str(self.path)
+        return _describe_owner(where, os.fstat(self.fileno()))
 
     # -- the descriptor and the single-writer lock ------------------------------
 

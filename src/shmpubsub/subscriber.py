@@ -22,11 +22,12 @@ from .errors import (
     InvalidSegment,
     LoanError,
     MessageOverwritten,
-    PermissionDenied,
     PublisherGone,
     ReceiveTimeout,
     ShmPubSubError,
+    TooManyOpenFiles,
     TopicNotFound,
+    descriptors_needed,
 )
 from .message import Batch, Message
 from .names import CONTROL_SUFFIX, validate_topic
@@ -47,8 +48,8 @@ _LIVENESS_POLL = 0.05
 _MAX_SLEEP = 3600.0
 # Spinning happens in C with the GIL released; Python looks at pending signals this often.
 _SPIN_SLICE = 0.01
-# A subscriber that may not register for wake-ups (no write access to the control
-# segment) polls with sleeps growing up to this.
+# A subscriber that may not register for wake-ups (on another user's topic) polls with
+# sleeps growing up to this.
 _PASSIVE_POLL_MAX = 0.001
 
 
@@ -148,12 +149,14 @@ class Subscriber(Handle):
             else Segment.open_file(filebacked.ring_path(path), topic=self.topic)
         )
         try:
+            self._segment.check_trusted()
             try:
                 self._base, self.header = _attach(self._segment)
             except _core.FileBackedTopic:  # the topic's stub: its ring is in a file
                 if by_path:
                     raise  # a stub copied to a file is no ring file
                 self._segment = filebacked.follow_stub(self._segment)
+                self._segment.check_trusted()
                 self._base, self.header = _attach(self._segment)
             if self._segment.name is None:
                 self.topic = filebacked.file_topic(self._base, self._segment, topic)
@@ -175,19 +178,20 @@ class Subscriber(Handle):
         _live.add(self)
 
     def _register(self, optional: bool = False) -> None:
-        """Claims a control entry and binds the wake-up socket. Without write access to the
-        control segment (another user's topic), the subscriber stays passive: it reads, and
-        its blocking calls poll instead of sleeping on a socket. So it does, if *optional* (a
-        ring file opened by path), when the control segment is gone or another incarnation's:
-        the file's publisher is gone."""
+        """Claims a control entry and binds the wake-up socket. On another user's topic the
+        subscriber stays passive (it writes nothing of theirs, not even as root): it reads,
+        and its blocking calls poll instead of sleeping on a socket. So it does, if *optional*
+        (a ring file opened by path), when the control segment is gone or another
+        incarnation's: the file's publisher is gone."""
+        if not self._segment.ours:
+            return
         try:
             self._control_segment = Segment.open(self.topic, writable=True, suffix=CONTROL_SUFFIX)
-        except PermissionDenied:
-            return
         except TopicNotFound:
             if optional:
                 return
             raise
+        self._control_segment.check_trusted(private=True)
         mapping = self._control_segment.map()
         self._control_base = _core.pointer_to(mapping, writable=True)
         control = _core.Control(self._control_base, len(mapping), f"control segment of topic {self.topic!r}")
@@ -204,7 +208,8 @@ class Subscriber(Handle):
             )
         self._wake = wakeup.WakeSocket(control, self.topic)
         self._reader.bind(control, self._wake.index)
-        self._epoll = select.epoll()
+        with descriptors_needed(f"topic {self.topic!r}: cannot make the subscriber's epoll descriptor"):
+            self._epoll = select.epoll()
         self._epoll.register(self._wake.sock.fileno(), select.EPOLLIN)
 
     def _watch_publisher(self) -> None:
@@ -212,10 +217,13 @@ class Subscriber(Handle):
         start time is checked after opening it, so a reused pid cannot pass for the publisher."""
         pid, started = self.header.publisher_pid, self.header.publisher_start_time
         try:
-            self._pidfd = os.pidfd_open(pid)
+            with descriptors_needed(f"topic {self.topic!r}: cannot watch the publisher's process"):
+                self._pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
             self._publisher_dead = True
             return
+        except TooManyOpenFiles:
+            raise
         except (AttributeError, OSError):
             return  # no pidfds here: blocked waits re-check the publisher's lock instead
         if not _proc.is_alive(pid, started):  # the pid was reused: ours is gone
@@ -358,9 +366,9 @@ class Subscriber(Handle):
             raise ClosedError(f"topic {self.topic!r}: the subscriber is closed")
         if self._epoll is None:
             raise ShmPubSubError(
-                f"topic {self.topic!r}: this subscriber cannot register for wake-ups (no write access "
-                "to the topic's control segment, or, for a ring file, its publisher is gone), so it "
-                "has no descriptor to wait on"
+                f"topic {self.topic!r}: this subscriber cannot register for wake-ups (the topic belongs "
+                "to another user, or, for a ring file, its publisher is gone), so it has no descriptor "
+                "to wait on"
             )
         self._selectable = True
         return self._epoll.fileno()

@@ -20,7 +20,7 @@ import stat
 from collections.abc import Collection
 
 from . import _core, _proc
-from .errors import PermissionDenied, TooManySubscribers
+from .errors import PermissionDenied, TooManySubscribers, descriptors_needed
 from .names import PREFIX, socket_name
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,8 @@ class Waker:
         self._topic = topic
         # Made now, not at the first wake-up: a failure (out of descriptors) belongs here,
         # not in the middle of a publish.
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        with descriptors_needed(f"topic {topic!r}: cannot make the publisher's wake-up socket"):
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self._sock.setblocking(False)
         #: Datagrams sent, and sends that failed (a subscriber that died, mostly).
         self.sent = 0
@@ -131,8 +132,13 @@ def reclaim(control: _core.Control, entry: _core.SubscriberInfo) -> bool:
 
 def socket_alive(path: str) -> bool:
     """True if some process is bound to the Unix datagram socket at *path*. bind() creates
-    and binds at once, so a refused connection means its owner is gone."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as probe:
+    and binds at once, so a refused connection means its owner is gone. Without a descriptor
+    for the probe, the answer is yes: what cannot be judged is left alone."""
+    try:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    except OSError:
+        return True
+    with probe:
         try:
             probe.connect(path)
         except (ConnectionRefusedError, FileNotFoundError):
@@ -147,7 +153,8 @@ def sweep_dead_sockets(directory: str, dry_run: bool = False, skip: Collection[s
     nobody is bound to: their owners died without closing. A live socket is never touched
     (see socket_alive), nor anything that is not a socket, nor the paths in *skip*."""
     try:
-        names = sorted(n for n in os.listdir(directory) if n.startswith(PREFIX))
+        with descriptors_needed(f"cannot look for dead sockets in {directory}"):
+            names = sorted(n for n in os.listdir(directory) if n.startswith(PREFIX))
     except FileNotFoundError:
         return []
     found: list[str] = []
@@ -185,7 +192,8 @@ class WakeSocket:
         self._control = control
         self.token = secrets.randbits(64) | 1
         self.path = os.path.join(directory, socket_name(self.token))
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        with descriptors_needed(f"topic {topic!r}: cannot make the subscriber's wake-up socket"):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.sock.setblocking(False)
         try:
             self.sock.bind(self.path)
