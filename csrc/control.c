@@ -105,23 +105,30 @@ int sps_control_open(struct sps_control *c, void *base, uint64_t size, struct sp
     return SPS_OK;
 }
 
-/* A claim goes through CLAIMING, so that whoever sees an entry's real token also sees
- * its owner's pid (never the previous, dead owner's): reapers judge entries by pid.
+/* A claim goes through a marker, so that whoever sees an entry's real token also sees
+ * its owner's pid (never the previous, dead owner's): reapers judge entries by pid. The
+ * marker is even and carries the claimer's pid, so that an entry whose claimer died in
+ * the middle can be told from one being claimed now, and freed (sps_control_abandon).
  * Real tokens are odd; 0 is free. */
-#define CLAIMING UINT64_C(2)
+static uint64_t claiming(int64_t pid)
+{
+    return (uint64_t)pid << 1;
+}
 
 int sps_control_claim(struct sps_control *c, uint64_t token, int64_t pid, uint64_t start_time)
 {
     if ((token & 1) == 0)
         return SPS_E_GEOMETRY;
+    if (pid <= 0 || pid > SPS_PID_MAX)
+        return SPS_E_PID;
     if (!sps_enter(&c->busy, &c->closed))
         return SPS_CLOSED;
     int found = SPS_FULL;
     for (uint32_t i = 0; i < c->max_subscribers; i++) {
         struct sps_entry *e = entry_at(c, i);
         uint64_t expected = 0;
-        if (atomic_compare_exchange_strong_explicit(&e->token, &expected, CLAIMING, memory_order_acq_rel,
-                                                    memory_order_relaxed)) {
+        if (atomic_compare_exchange_strong_explicit(&e->token, &expected, claiming(pid),
+                                                    memory_order_acq_rel, memory_order_relaxed)) {
             atomic_store_explicit(&e->pid, pid, memory_order_relaxed);
             atomic_store_explicit(&e->start_time, start_time, memory_order_relaxed);
             atomic_store_explicit(&e->read_pos, 0, memory_order_relaxed);
@@ -150,10 +157,11 @@ int sps_control_entry(struct sps_control *c, uint32_t index, struct sps_entry_in
         return SPS_CLOSED;
     const struct sps_entry *e = entry_at(c, index);
     info->token = atomic_load_explicit(&e->token, memory_order_acquire);
-    if ((info->token & 1) == 0) { /* free, or being claimed */
+    if ((info->token & 1) == 0) { /* free, or being claimed (by pid token / 2) */
+        info->pid = (int64_t)(info->token >> 1);
         info->token = 0;
         sps_leave(&c->busy);
-        return SPS_EMPTY;
+        return info->pid != 0 ? SPS_CLAIMING : SPS_EMPTY;
     }
     info->pid = atomic_load_explicit(&e->pid, memory_order_relaxed);
     info->start_time = atomic_load_explicit(&e->start_time, memory_order_relaxed);
@@ -184,6 +192,19 @@ int sps_control_release(struct sps_control *c, uint32_t index, uint64_t token, i
         freed = atomic_compare_exchange_strong_explicit(&e->token, &expected, 0, memory_order_acq_rel,
                                                         memory_order_relaxed);
     }
+    sps_leave(&c->busy);
+    return freed;
+}
+
+int sps_control_abandon(struct sps_control *c, uint32_t index, int64_t pid)
+{
+    if (index >= c->max_subscribers || pid <= 0 || pid > SPS_PID_MAX)
+        return 0;
+    if (!sps_enter(&c->busy, &c->closed))
+        return 0;
+    uint64_t expected = claiming(pid);
+    int freed = atomic_compare_exchange_strong_explicit(&entry_at(c, index)->token, &expected, 0,
+                                                        memory_order_acq_rel, memory_order_relaxed);
     sps_leave(&c->busy);
     return freed;
 }

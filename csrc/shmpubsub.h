@@ -64,6 +64,7 @@ enum sps_status {
     SPS_WAKE = -9,            /* published, and some subscriber sleeps: send wake-ups */
     SPS_FULL = -10,           /* every control entry is taken */
     SPS_OVERWRITTEN = -11,    /* a zero-copy view's message was overwritten while in use */
+    SPS_CLAIMING = -12,       /* a control entry is being claimed (by the pid given) */
     /* header validation */
     SPS_E_SIZE = -20,         /* mapping smaller than a header */
     SPS_E_UNINITIALISED = -21,/* magic not written yet: creator still starting, or died */
@@ -255,12 +256,16 @@ int sps_control_init(void *base, uint64_t size, uint32_t max_subscribers, uint64
 int sps_control_open(struct sps_control *c, void *base, uint64_t size, struct sps_control_info *info);
 /* Claims a free entry for token: its index, or SPS_FULL. */
 int sps_control_claim(struct sps_control *c, uint64_t token, int64_t pid, uint64_t start_time);
-/* Reads entry index: SPS_OK, SPS_EMPTY if free. */
+/* Reads entry index: SPS_OK; SPS_EMPTY if free; SPS_CLAIMING (info->pid: by whom) if a
+ * claim is under way, or its claimer died in the middle. */
 int sps_control_entry(struct sps_control *c, uint32_t index, struct sps_entry_info *info);
 /* Frees entry index if it still belongs to token: 1 if freed. The owner's release
  * also withdraws its sleep request; anyone else's (reclaiming a dead subscriber's
  * entry) leaves the bitmap alone: the bit may already be a new owner's. */
 int sps_control_release(struct sps_control *c, uint32_t index, uint64_t token, int owner);
+/* Frees entry index if it is still being claimed by pid (a claimer that died in the middle
+ * of sps_control_claim): 1 if freed. */
+int sps_control_abandon(struct sps_control *c, uint32_t index, int64_t pid);
 /* Refuses further calls and waits for those in flight: then the mapping may go. */
 void sps_control_close(struct sps_control *c);
 

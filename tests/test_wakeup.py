@@ -1011,6 +1011,35 @@ def test_max_subscribers_reclaims_dead_entries(topic: str) -> None:
             assert first.receive(timeout=1).data == second.receive(timeout=1).data == b"y"
 
 
+def _plant_claim(topic: str, index: int, pid: int) -> None:
+    """Writes, into the control segment, the marker a claimer leaves while it claims entry
+    *index* (its pid times two): as if it had died in the middle of the claim."""
+    control = Segment.open(topic, writable=True, suffix=CONTROL_SUFFIX)
+    try:
+        offset = _core.lib.SPS_CONTROL_HEADER_SIZE + index * _core.lib.SPS_ENTRY_SIZE
+        control.map()[offset : offset + 8] = (pid << 1).to_bytes(8, sys.byteorder)
+    finally:
+        control.close()
+
+
+def test_an_entry_whose_claimer_died_mid_claim_is_freed(topic: str) -> None:
+    """A subscriber killed between taking an entry and writing its token leaves the claim
+    marker, which names it: the entry is freed once it is dead, never while it lives."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead_pid = int(gone.stdout)  # exited and reaped
+    with Publisher(topic, max_subscribers=1) as pub:
+        _plant_claim(topic, 0, os.getpid())  # a claim under way, by a live process
+        with pytest.raises(sps.TooManySubscribers):
+            Subscriber(topic)
+        _plant_claim(topic, 0, dead_pid)
+        assert pub.subscribers == []  # a claim is no subscriber yet
+        with Subscriber(topic) as sub:
+            [entry] = pub.subscribers
+            assert entry.pid == os.getpid()
+            pub.publish(b"z")
+            assert sub.receive(timeout=1).data == b"z"
+
+
 def _is_zombie(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:

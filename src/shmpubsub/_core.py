@@ -284,6 +284,20 @@ class Control:
             index, info.token, info.pid, info.start_time, info.read_pos, info.lost, bool(info.asleep)
         )
 
+    def abandoned_claims(self) -> list[tuple[int, int]]:
+        """(index, pid) of each entry being claimed: a claim under way, or a claimer that died
+        in the middle of it (then :meth:`abandon` frees it)."""
+        info = ffi.new("struct sps_entry_info *")
+        found = []
+        for index in range(self.max_subscribers):
+            if lib.sps_control_entry(self._c, index, info) == lib.SPS_CLAIMING:
+                found.append((index, int(info.pid)))
+        return found
+
+    def abandon(self, index: int, pid: int) -> bool:
+        """Frees entry *index* if *pid* (dead) is still claiming it."""
+        return bool(lib.sps_control_abandon(self._c, index, pid))
+
     def entries(self) -> list[SubscriberInfo]:
         """Every taken entry."""
         found = (self.entry(i) for i in range(self.max_subscribers))

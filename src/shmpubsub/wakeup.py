@@ -238,7 +238,11 @@ class WakeSocket:
 
 
 def reap_dead_entries(control: _core.Control) -> int:
-    """Reclaims the entries (and sockets) of subscribers whose process is gone."""
+    """Reclaims the entries (and sockets) of subscribers whose process is gone, and frees the
+    entries of those that died in the middle of claiming one."""
     # pid 0: an entry claimed an instant ago, its pid not yet written.
     dead = [e for e in control.entries() if e.pid > 0 and not _proc.is_alive(e.pid, e.start_time)]
-    return sum(reclaim(control, entry) for entry in dead)
+    freed = sum(
+        control.abandon(index, pid) for index, pid in control.abandoned_claims() if not _proc.is_alive(pid, 0)
+    )
+    return freed + sum(reclaim(control, entry) for entry in dead)
