@@ -16,6 +16,7 @@ import os
 import re
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -346,3 +347,22 @@ def test_out_of_descriptors_is_a_clear_error_at_every_step(topic: str) -> None:
         "cannot map topic",
         "cannot make the publisher's wake-up socket",
     }, refusals
+
+
+def test_a_full_socket_directory_is_a_clear_error(topic: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bind() of the wake-up socket failing (its file system full) is a SegmentError at
+    Subscriber(...), leaving no entry behind; the topic serves the others."""
+
+    def full(self: socket.socket, address: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with sps.Publisher(topic, max_subscribers=1) as pub:
+        with monkeypatch.context() as patch:
+            patch.setattr(socket.socket, "bind", full)
+            with pytest.raises(sps.SegmentError, match="wake-up socket") as info:
+                sps.Subscriber(topic)
+            assert info.value.errno == errno.ENOSPC
+        assert pub.subscribers == []
+        with sps.Subscriber(topic) as sub:  # the one entry is free
+            pub.publish(b"ok")
+            assert sub.receive(timeout=1).data == b"ok"

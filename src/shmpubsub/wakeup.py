@@ -20,7 +20,7 @@ import stat
 from collections.abc import Collection
 
 from . import _core, _proc
-from .errors import PermissionDenied, TooManySubscribers, descriptors_needed
+from .errors import PermissionDenied, SegmentError, TooManySubscribers, descriptors_needed
 from .names import PREFIX, socket_name
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,12 @@ class WakeSocket:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.sock.setblocking(False)
         try:
-            self.sock.bind(self.path)
+            try:
+                self.sock.bind(self.path)
+            except OSError as e:  # the directory's file system is full, say
+                raise SegmentError(
+                    e.errno or errno.EIO, f"topic {topic!r}: cannot make the wake-up socket {self.path}: {e}"
+                ) from None
             pid = os.getpid()
             index = control.claim(self.token, pid, _proc.start_time(pid) or 0)
             if index is None:
