@@ -4,6 +4,11 @@ Two paths: ``spin`` (both sides busy-poll: each holds one of the machine's two c
 this is the best case and costs two full cores) and ``block`` (both sides sleep on their
 wake-up sockets, ``spin_us=0``: every message pays a wake-up datagram and a scheduler
 wake-up). pytest-benchmark's figures are round trips; ``extra_info`` has one-way medians.
+
+``test_one_way_latency_floor_64B`` is the spinning path without the Python API: both ends call
+the C core's publish and spin-and-read directly, two cffi calls per hop and no objects made.
+The difference to ``spin`` is what the API's Python costs; the rest is the calls themselves and
+the cache-line hand-off between the cores.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 import shmpubsub as sps
+from shmpubsub._ffi import ffi, lib
 
 MODES = {"spin": 1e6, "block": 0.0}  # spin_us of both ends
 
@@ -68,3 +74,49 @@ def test_one_way_latency_64B(
         sorted(stats.data)[int(len(stats.data) * 0.99)] / 2 * 1e6, 2
     )  # type: ignore[attr-defined]
     assert sub.lost == 0
+
+
+def _echo_calls(ping: str, pong: str, ready: mp.synchronize.Event) -> None:
+    with sps.Subscriber(ping) as sub, sps.Publisher(pong, slots=64, slot_size=64) as pub:
+        reader, writer = sub._reader._r, pub._writer._w
+        scratch = sub._reader._scratch
+        reader.spin_ns = 10_000_000
+        ready.set()
+        take, publish = lib.sps_take_wait, lib.sps_publish
+        while True:
+            n = take(reader)
+            if n >= 0:
+                publish(writer, scratch, n)
+            elif lib.sps_reader_topic_closed(reader):
+                return
+
+
+def test_one_way_latency_floor_64B(benchmark: pytest.FixtureRequest) -> None:
+    ping, pong = f"bench-ping-{uuid.uuid4().hex[:8]}", f"bench-pong-{uuid.uuid4().hex[:8]}"
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    with sps.Publisher(ping, slots=64, slot_size=64) as pub:
+        echo = ctx.Process(target=_echo_calls, args=(ping, pong, ready))
+        echo.start()
+        try:
+            assert ready.wait(30)
+            with sps.Subscriber(pong) as sub:
+                reader, writer = sub._reader._r, pub._writer._w
+                reader.spin_ns = 10_000_000
+                payload = ffi.new("char[]", 64)
+                take, publish = lib.sps_take_wait, lib.sps_publish
+
+                def roundtrip() -> None:
+                    publish(writer, payload, 64)
+                    while take(reader) < 0:
+                        pass
+
+                benchmark.pedantic(roundtrip, rounds=20000, warmup_rounds=500)  # type: ignore[attr-defined]
+                assert sub.lost == 0
+        finally:
+            pub.close()
+            echo.join(10)
+            if echo.is_alive():
+                echo.kill()
+    stats = benchmark.stats.stats  # type: ignore[attr-defined]
+    benchmark.extra_info["one_way_median_us"] = round(stats.median / 2 * 1e6, 2)  # type: ignore[attr-defined]
