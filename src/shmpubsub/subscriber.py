@@ -62,6 +62,8 @@ def _check_batch(max_messages: object) -> int:
 def check_timeout(timeout: object) -> float | None:
     """A validated time-out in seconds: None (for ever), or a number >= 0. Past about thirty
     years it means for ever too."""
+    if type(timeout) is float and 0.0 <= timeout <= 1e9:  # the usual case, first
+        return timeout
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
@@ -256,8 +258,8 @@ class Subscriber(Handle):
         spin_ns = self._spin_ns
         if timeout is not None:
             timeout = check_timeout(timeout)
-            if timeout is not None:  # else huge: for ever
-                spin_ns = min(spin_ns, int(timeout * 1e9))
+            if timeout is not None and timeout < self._spin:  # (None now: huge, for ever)
+                spin_ns = int(timeout * 1e9)
         got = self._reader.read_wait(spin_ns)
         if got is not None:
             return got
