@@ -84,11 +84,19 @@ int sps_writer_init(struct sps_writer *w, void *base, uint64_t size)
     return SPS_OK;
 }
 
+/* sps_writer_close may run in another thread (see sps_enter) and writes these two:
+ * whoever reads them outside a counted call must read them atomically. */
+static int load_guard(const int *word)
+{
+    return atomic_load_explicit((const _Atomic int *)(const void *)word, memory_order_relaxed);
+}
+
 static int writer_refusal(const struct sps_writer *w)
 {
-    if (w->state == WRITER_READY && w->closed)
+    int state = load_guard(&w->state);
+    if (state == WRITER_READY && load_guard(&w->closed))
         return SPS_CLOSED; /* a close in another thread got there first */
-    switch (w->state) {
+    switch (state) {
     case WRITER_LOANED: return SPS_LOAN_ACTIVE;
     case WRITER_FORKED: return SPS_FORKED;
     default: return SPS_CLOSED;
@@ -146,7 +154,7 @@ static int skip(struct sps_writer *w, uint64_t count)
 {
     if (w->state != WRITER_READY)
         return writer_refusal(w);
-    if (count > (UINT64_C(1) << 62))
+    if (w->next > SPS_MAX_SEQ || count > SPS_MAX_SEQ - w->next)
         return SPS_TOO_LARGE;
     uint64_t n = w->next, end = n + count;
     uint64_t first = count > w->ring.slot_count ? end - w->ring.slot_count : n;
@@ -256,7 +264,7 @@ int sps_writer_close(struct sps_writer *w)
     sps_shut(&w->closed, &w->busy);
     atomic_store_explicit(&sps_header(&w->ring)->progress.closed, 1, memory_order_seq_cst);
     int wake = sleepers_present(w);
-    w->state = WRITER_CLOSED;
+    atomic_store_explicit((_Atomic int *)(void *)&w->state, WRITER_CLOSED, memory_order_relaxed);
     return wake ? SPS_WAKE : SPS_OK;
 }
 

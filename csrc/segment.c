@@ -95,6 +95,10 @@ int sps_header_read(const void *base, uint64_t size, struct sps_header_info *inf
     if (id.publisher_pid <= 0 || id.publisher_pid > SPS_PID_MAX)
         return SPS_E_PID;
 
+    uint64_t write_seq = atomic_load_explicit(&h->progress.write_seq, memory_order_acquire);
+    if (write_seq > SPS_MAX_SEQ)
+        return SPS_E_SEQ;
+
     info->slot_count = id.slot_count;
     info->slot_size = id.slot_size;
     info->slot_stride = id.slot_stride;
@@ -103,7 +107,7 @@ int sps_header_read(const void *base, uint64_t size, struct sps_header_info *inf
     info->publisher_pid = id.publisher_pid;
     info->publisher_start_time = id.publisher_start_time;
     info->created_ns = id.created_ns;
-    info->write_seq = atomic_load_explicit(&h->progress.write_seq, memory_order_acquire);
+    info->write_seq = write_seq;
     info->closed = atomic_load_explicit(&h->progress.closed, memory_order_acquire);
     return SPS_OK;
 }
