@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import suppress
 
 import pytest
-from helpers import time_limit
+from helpers import live_segment_bytes, remove_topic, shm_path, time_limit, write_raw, write_topic
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -40,49 +40,8 @@ SLOTS, SLOT_BYTES = 4, 64
 STRIDE, TOTAL = 128, 4096 + 4 * 128
 
 
-def shm_path(topic: str, suffix: str = "") -> str:
-    return os.path.join(SHM_DIR, PREFIX + topic + suffix)
-
-
 def control_path(topic: str) -> str:
     return shm_path(topic, CONTROL_SUFFIX)
-
-
-def live_segment_bytes(topic: str, messages: int = 3) -> tuple[bytes, bytes]:
-    """The bytes of a real data segment (SLOTS x SLOT_BYTES) holding a few messages, and of its
-    control segment (no subscriber attached), read while the publisher lives."""
-    with sps.Publisher(topic, slots=SLOTS, slot_size=SLOT_BYTES, max_subscribers=4) as pub:
-        for i in range(messages):
-            pub.publish(b"message %d" % i)
-        with open(shm_path(topic), "rb") as f:
-            data = f.read()
-        with open(control_path(topic), "rb") as f:
-            control = f.read()
-    assert not os.path.exists(shm_path(topic))
-    assert len(data) == TOTAL
-    return data, control
-
-
-def write_raw(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
-def write_topic(topic: str, data: bytes, control: bytes | None) -> str:
-    """Writes a topic by hand: its data segment and (if given) its control segment."""
-    write_raw(shm_path(topic), data)
-    if control is not None:
-        write_raw(control_path(topic), control)
-    return shm_path(topic)
-
-
-def remove_topic(topic: str) -> None:
-    for path in (shm_path(topic), control_path(topic)):
-        with suppress(FileNotFoundError):
-            os.unlink(path)
 
 
 def patched(data: bytes, offset: int, fmt: str, value: int) -> bytes:
@@ -108,7 +67,10 @@ def raw(topic: str) -> Iterator[Raw]:
 
 @pytest.fixture(scope="module")
 def template() -> tuple[bytes, bytes]:
-    return live_segment_bytes(f"test-template-{uuid.uuid4().hex[:12]}")
+    topic = f"test-template-{uuid.uuid4().hex[:12]}"
+    data, control = live_segment_bytes(topic, slots=SLOTS, slot_size=SLOT_BYTES)
+    assert len(data) == TOTAL
+    return data, control
 
 
 @pytest.fixture(scope="module")

@@ -127,10 +127,13 @@ class Segment:
     # -- 3. map --------------------------------------------------------------
 
     def map(self) -> mmap.mmap:
-        """Maps the whole segment: read-write for the owner, PROT_READ for everyone else."""
+        """Maps the whole segment: read-write for the owner, PROT_READ for everyone else.
+        Raises InvalidSegment if it is empty."""
         if self._mapping is not None:
             return self._mapping
         nbytes = self.nbytes
+        if nbytes == 0:  # mmap cannot map it; a creator sizes its segments before anyone maps them
+            raise InvalidSegment(f"topic {self.topic!r}: {SHM_DIR}{self.name} is empty")
         fd = self.fileno()
         if self.writable:
             flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)

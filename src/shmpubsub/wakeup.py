@@ -61,7 +61,10 @@ def check_private_dir(path: str) -> None:
     """Raises PermissionDenied unless *path* is a real directory owned by us with mode 0700
     (no group or other access): anything else could let another user spoof or snoop."""
     _check_path(path)
-    st = os.lstat(path)
+    try:
+        st = os.lstat(path)
+    except OSError as e:  # a control segment may name any path: missing, or not ours to see
+        raise PermissionDenied(e.errno, f"socket directory {path!r} cannot be used: {e.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
         raise PermissionDenied(errno.EACCES, f"socket directory {path!r} is not a directory")
     if st.st_uid != os.geteuid():
