@@ -318,6 +318,11 @@ static uint64_t max_u64(uint64_t a, uint64_t b)
     return a > b ? a : b;
 }
 
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
+
 /* The writer has overwritten (or is overwriting) the message we wanted; it
  * left sequence word `seen` in that slot. Jump forward and count the exact
  * number of messages skipped. The slot's own sequence bounds how far the
@@ -326,9 +331,11 @@ static uint64_t max_u64(uint64_t a, uint64_t b)
 static void resync(struct sps_reader *r, uint64_t seen)
 {
     uint64_t n_slots = r->ring.slot_count;
-    uint64_t written = sps_write_seq(&r->ring);
-    uint64_t lapping = (seen - 1) / 2;               /* message number that lapped us */
-    uint64_t started = max_u64(written, lapping + 1); /* messages 0..started-1 exist */
+    /* No writer numbers messages past SPS_MAX_SEQ: a forged value beyond it must not be able
+     * to carry our position round to 0. */
+    uint64_t written = min_u64(sps_write_seq(&r->ring), SPS_MAX_SEQ);
+    uint64_t lapping = min_u64((seen - 1) / 2, SPS_MAX_SEQ); /* message number that lapped us */
+    uint64_t started = max_u64(written, lapping + 1);        /* messages 0..started-1 exist */
     uint64_t target;
     if (r->resync == SPS_RESYNC_LATEST)
         target = written > 0 ? written - 1 : 0;

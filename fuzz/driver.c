@@ -25,7 +25,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef __SANITIZE_ADDRESS__ /* gcc's -fsanitize=address; without it: plain (gcov, valgrind) */
 #include <sanitizer/common_interface_defs.h>
+#endif
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -243,7 +245,9 @@ int main(int argc, char **argv)
         add_path(argv[i]);
     signal(SIGALRM, on_alarm);
     signal(SIGABRT, on_abort);
+#ifdef __SANITIZE_ADDRESS__
     __sanitizer_set_death_callback(save_current);
+#endif
 
     for (size_t i = 0; i < corpus_size; i++)
         run(corpus[i].data, corpus[i].size);

@@ -4,7 +4,9 @@ from (empty, lapped, with skip markers, an aborted loan, subscribers attached an
     python fuzz/make_corpus.py fuzz/corpus
 
 Each file is the image of a data segment (``*.data``) or a control segment (``*.ctl``). The
-fuzz target tries every input as both kinds, so the two sets also seed each other.
+fuzz target tries every input as both kinds, so the two sets also seed each other. The
+``found-*`` files beside them are inputs libFuzzer found that reach new code, kept after
+``fuzz_segment -merge=1`` (docs/reliability.md).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import shmpubsub as sps
-from shmpubsub import admin
+from shmpubsub import _core, admin
 from shmpubsub.names import CONTROL_SUFFIX
 
 HEADER = 4096
@@ -129,11 +129,11 @@ def exercise(sub: sps.Subscriber) -> None:
 
 def attach_or_refuse(topic: str, start: str = "oldest") -> None:
     """A subscriber attaches and reads within bounds, or is refused with a clear error (a control
-    segment may name a socket directory that is not ours: PermissionDenied); the admin view of the
-    topic never raises for a bad segment."""
+    segment may name a socket directory that is not ours, PermissionDenied, or none at all,
+    SegmentError); the admin view of the topic never raises for a bad segment."""
     try:
         sub = sps.Subscriber(topic, start=start)
-    except (sps.InvalidSegment, sps.TooManySubscribers, sps.PermissionDenied) as e:
+    except (sps.InvalidSegment, sps.TooManySubscribers, sps.PermissionDenied, sps.SegmentError) as e:
         assert str(e)
         event(f"refused: {type(e).__name__}")
     else:
@@ -330,11 +330,32 @@ def test_empty_control_segment_is_refused(fuzz_topic: Topics) -> None:
 
 
 def test_control_segment_naming_a_missing_socket_directory_is_refused(fuzz_topic: Topics) -> None:
-    """It used to escape as a bare FileNotFoundError from os.lstat."""
+    """It used to escape as a bare FileNotFoundError from os.lstat (the socket directory
+    of a live topic can also be removed from under it: /tmp cleaned, say)."""
     good, control = template(2)
     socket_dir = control[40:136].split(b"\0")[0]
     missing = b"/nonexistent-" + socket_dir[-6:]
     topic = fuzz_topic()
     write_topic(topic, good, control[:40] + missing.ljust(96, b"\0") + control[136:])
-    with pytest.raises(sps.PermissionDenied, match="cannot be used: No such file or directory"):
+    with pytest.raises(sps.SegmentError, match=r"socket directory .* does not exist") as info:
         sps.Subscriber(topic)
+    assert not isinstance(info.value, FileNotFoundError)  # not TopicNotFound: the topic is there
+
+
+def test_forged_write_seq_after_attach_cannot_wrap_the_position(fuzz_topic: Topics) -> None:
+    """A writer that forges write_seq near 2**64 after the subscriber attached (and a sequence word
+    saying the slot was lapped) used to carry the subscriber's position round past 2**64 to small
+    numbers again: found by the C fuzz target (fuzz/corpus/regress-forged-write-seq-wraps-position)."""
+    topic = fuzz_topic()
+    with sps.Publisher(topic, slots=1, slot_size=8) as pub, sps.Subscriber(topic) as sub:
+        pub.publish(b"first")
+        assert sub.try_receive() == sps.Message(b"first", 0)
+        scribble(shm_path(topic), [(128, "<Q", 2**64 - 2), (HEADER, "<Q", 2**64 - 1)])
+        positions = [sub._reader.next_seq]
+        with time_limit(5.0):
+            for _ in range(5):
+                assert sub.try_receive() is None
+                positions.append(sub._reader.next_seq)
+        assert positions == sorted(positions), positions
+        assert _core.MAX_SEQ <= positions[-1] < 2**63  # crept on by one per lapped read, no more
+        assert sub.lost == positions[-1] - 1

@@ -20,7 +20,7 @@ import stat
 from collections.abc import Collection
 
 from . import _core, _proc
-from .errors import PermissionDenied, TooManySubscribers
+from .errors import PermissionDenied, SegmentError, TooManySubscribers
 from .names import PREFIX, socket_name
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,7 @@ def check_private_dir(path: str) -> None:
     """Raises PermissionDenied unless *path* is a real directory owned by us with mode 0700
     (no group or other access): anything else could let another user spoof or snoop."""
     _check_path(path)
-    try:
-        st = os.lstat(path)
-    except OSError as e:  # a control segment may name any path: missing, or not ours to see
-        raise PermissionDenied(e.errno, f"socket directory {path!r} cannot be used: {e.strerror}") from None
+    st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise PermissionDenied(errno.EACCES, f"socket directory {path!r} is not a directory")
     if st.st_uid != os.geteuid():
@@ -179,7 +176,12 @@ class WakeSocket:
 
     def __init__(self, control: _core.Control, topic: str) -> None:
         directory = control.socket_dir
-        check_private_dir(directory)
+        try:
+            check_private_dir(directory)
+        except FileNotFoundError:  # the control segment names it: removed since, or garbage
+            raise SegmentError(
+                errno.ENOENT, f"topic {topic!r}: its socket directory {directory!r} does not exist"
+            ) from None
         self._control = control
         self.token = secrets.randbits(64) | 1
         self.path = os.path.join(directory, socket_name(self.token))
