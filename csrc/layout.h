@@ -74,10 +74,6 @@ struct sps_slot {
     unsigned char payload[];
 };
 
-/* Sequence numbers stay below this, so 2n+2 never overflows (centuries at 1e9 per second);
- * a file claiming more is corrupt. */
-#define SPS_SEQ_LIMIT (UINT64_C(1) << 62)
-
 /* A slot completed with this flag holds no message: its number was skipped by the publisher
  * (lost upstream, say, by a bridge); readers count it in `lost` and move on. */
 #define SPS_SLOT_SKIPPED UINT32_C(1)

@@ -95,11 +95,19 @@ int sps_writer_init(struct sps_writer *w, void *base, uint64_t size)
     return SPS_OK;
 }
 
+/* sps_writer_close may run in another thread (see sps_enter) and writes these two:
+ * whoever reads them outside a counted call must read them atomically. */
+static int load_guard(const int *word)
+{
+    return atomic_load_explicit((const _Atomic int *)(const void *)word, memory_order_relaxed);
+}
+
 static int writer_refusal(const struct sps_writer *w)
 {
-    if (w->state == WRITER_READY && w->closed)
+    int state = load_guard(&w->state);
+    if (state == WRITER_READY && load_guard(&w->closed))
         return SPS_CLOSED; /* a close in another thread got there first */
-    switch (w->state) {
+    switch (state) {
     case WRITER_LOANED: return SPS_LOAN_ACTIVE;
     case WRITER_FORKED: return SPS_FORKED;
     default: return SPS_CLOSED;
@@ -157,7 +165,7 @@ static int skip(struct sps_writer *w, uint64_t count)
 {
     if (w->state != WRITER_READY)
         return writer_refusal(w);
-    if (count > (UINT64_C(1) << 62))
+    if (w->next > SPS_MAX_SEQ || count > SPS_MAX_SEQ - w->next)
         return SPS_TOO_LARGE;
     uint64_t n = w->next, end = n + count;
     uint64_t first = count > w->ring.slot_count ? end - w->ring.slot_count : n;
@@ -304,7 +312,7 @@ int sps_writer_close(struct sps_writer *w)
     sps_shut(&w->closed, &w->busy);
     atomic_store_explicit(&sps_header(&w->ring)->progress.closed, 1, memory_order_seq_cst);
     int wake = sleepers_present(w);
-    w->state = WRITER_CLOSED;
+    atomic_store_explicit((_Atomic int *)(void *)&w->state, WRITER_CLOSED, memory_order_relaxed);
     return wake ? SPS_WAKE : SPS_OK;
 }
 
@@ -365,6 +373,11 @@ static uint64_t max_u64(uint64_t a, uint64_t b)
     return a > b ? a : b;
 }
 
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
+
 /* The writer has overwritten (or is overwriting) the message we wanted; it
  * left sequence word `seen` in that slot. Jump forward and count the exact
  * number of messages skipped. The slot's own sequence bounds how far the
@@ -373,9 +386,11 @@ static uint64_t max_u64(uint64_t a, uint64_t b)
 static void resync(struct sps_reader *r, uint64_t seen)
 {
     uint64_t n_slots = r->ring.slot_count;
-    uint64_t written = sps_write_seq(&r->ring);
-    uint64_t lapping = (seen - 1) / 2;               /* message number that lapped us */
-    uint64_t started = max_u64(written, lapping + 1); /* messages 0..started-1 exist */
+    /* No writer numbers messages past SPS_MAX_SEQ: a forged value beyond it must not be able
+     * to carry our position round to 0. */
+    uint64_t written = min_u64(sps_write_seq(&r->ring), SPS_MAX_SEQ);
+    uint64_t lapping = min_u64((seen - 1) / 2, SPS_MAX_SEQ); /* message number that lapped us */
+    uint64_t started = max_u64(written, lapping + 1);        /* messages 0..started-1 exist */
     uint64_t target;
     if (r->resync == SPS_RESYNC_LATEST)
         target = written > 0 ? written - 1 : 0;
@@ -714,7 +729,7 @@ void sps_reader_close(struct sps_reader *r)
 
 /* ---- file-backed rings: reopening after the writer ended ---- */
 
-/* The highest number any slot holds in its right place (complete, below SPS_SEQ_LIMIT), plus one;
+/* The highest number any slot holds in its right place (complete, below SPS_MAX_SEQ), plus one;
  * at least `written`. Numbering continues there, so no number a reader may have seen is
  * reused (a half-written number was never seen: it is reused, as after an aborted loan). */
 static uint64_t numbers_used(const struct sps_writer *w, uint64_t written, struct sps_recovery *out)
@@ -724,7 +739,7 @@ static uint64_t numbers_used(const struct sps_writer *w, uint64_t written, struc
         uint64_t s = atomic_load_explicit(&sps_slot_of(&w->ring, i)->seq, memory_order_relaxed);
         if (s & 1) {
             out->torn++;
-        } else if (s != 0 && s / 2 - 1 < SPS_SEQ_LIMIT && ((s / 2 - 1) & w->ring.slot_mask) == i) {
+        } else if (s != 0 && s / 2 - 1 < SPS_MAX_SEQ && ((s / 2 - 1) & w->ring.slot_mask) == i) {
             next = max_u64(next, s / 2);
         }
     }

@@ -103,10 +103,12 @@ static int check_copy(const struct sps_identity *id, uint64_t size, struct sps_h
     return SPS_OK;
 }
 
-static void read_progress(const struct sps_shared_header *h, struct sps_header_info *info)
+/* No writer numbers messages past SPS_MAX_SEQ: a write_seq beyond it is corrupt or forged. */
+static int read_progress(const struct sps_shared_header *h, struct sps_header_info *info)
 {
     info->write_seq = atomic_load_explicit(&h->progress.write_seq, memory_order_acquire);
     info->closed = atomic_load_explicit(&h->progress.closed, memory_order_acquire);
+    return info->write_seq > SPS_MAX_SEQ ? SPS_E_SEQ : SPS_OK;
 }
 
 int sps_header_check(const struct sps_shared_header *h, uint64_t size, struct sps_header_info *info)
@@ -114,9 +116,7 @@ int sps_header_check(const struct sps_shared_header *h, uint64_t size, struct sp
     struct sps_identity id;
     copy_identity(&id, h);
     int rc = check_copy(&id, size, info);
-    if (rc == SPS_OK)
-        read_progress(h, info);
-    return rc;
+    return rc == SPS_OK ? read_progress(h, info) : rc;
 }
 
 /* Our segments are sized whole before anything is written: anything shorter than a header
@@ -157,9 +157,7 @@ int sps_header_read(const void *base, uint64_t size, struct sps_header_info *inf
         return SPS_E_UNINITIALISED;
     id.epoch = epoch;
     rc = check_copy(&id, size, info);
-    if (rc == SPS_OK)
-        read_progress(h, info);
-    return rc;
+    return rc == SPS_OK ? read_progress(h, info) : rc;
 }
 
 int sps_header_inspect(const void *base, uint64_t size, struct sps_header_info *info,
@@ -176,8 +174,6 @@ int sps_header_inspect(const void *base, uint64_t size, struct sps_header_info *
     if (rc != SPS_OK)
         return rc;
     sps_header_file(base, file);
-    if (info->write_seq >= SPS_SEQ_LIMIT)
-        return SPS_E_SEQUENCE;
     return SPS_OK;
 }
 

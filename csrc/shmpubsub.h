@@ -29,6 +29,10 @@
 #define SPS_MAX_SLOT_COUNT 1073741824
 #define SPS_MAX_SLOT_SIZE 2147483648
 #define SPS_PID_MAX 4194304
+/* Message numbers stay below 2^62 (a skip may not pass it; a header whose write_seq does is
+ * corrupt), so that 2n+2 and the int64 returns never overflow: at a billion messages a
+ * second a publisher reaches it in 146 years. */
+#define SPS_MAX_SEQ 4611686018427387904
 
 /* The control segment: one entry per attached subscriber (see control.c). */
 #define SPS_CONTROL_HEADER_SIZE 512
@@ -74,7 +78,8 @@ enum sps_status {
     SPS_E_GEOMETRY = -25,     /* slot count or slot size out of range */
     SPS_E_TOTAL = -26,        /* total size overflows or disagrees with the mapping */
     SPS_E_SOCKET_DIR = -27,   /* control segment: socket directory not a terminated path */
-    SPS_E_PID = -28           /* publisher pid out of range */
+    SPS_E_PID = -28,          /* publisher pid out of range */
+    SPS_E_SEQ = -29           /* write_seq beyond SPS_MAX_SEQ */
 };
 
 /* A process-local view of a mapped segment. The geometry is copied out of the
@@ -284,8 +289,7 @@ int sps_reader_topic_closed(struct sps_reader *r);
 #define SPS_PATH_MAX 4064
 
 enum sps_file_status {
-    SPS_E_FILE_BACKED = -29,  /* a file-backed topic's stub: its ring is in the file it names */
-    SPS_E_SEQUENCE = -30      /* sequence numbers out of range: a corrupt file */
+    SPS_E_FILE_BACKED = -30   /* a file-backed topic's stub: its ring is in the file it names */
 };
 
 struct sps_file_header_info {

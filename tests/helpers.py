@@ -1,8 +1,9 @@
 """Helpers shared by the test modules: child processes that cannot outlive a test, results
-from children, and time limits on calls that must not hang."""
+from children, time limits on calls that must not hang, and segments written by hand."""
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 from collections.abc import Callable, Iterator
@@ -11,6 +12,9 @@ from types import FrameType
 from typing import Any
 
 import pytest
+
+import shmpubsub as sps
+from shmpubsub.names import CONTROL_SUFFIX, PREFIX, SHM_DIR
 
 
 class Hang(Exception):
@@ -106,3 +110,47 @@ class ArmHook:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+
+def shm_path(topic: str, suffix: str = "") -> str:
+    return os.path.join(SHM_DIR, PREFIX + topic + suffix)
+
+
+def write_raw(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def write_topic(topic: str, data: bytes, control: bytes | None) -> str:
+    """Writes a topic by hand: its data segment and (if given) its control segment."""
+    write_raw(shm_path(topic), data)
+    if control is not None:
+        write_raw(shm_path(topic, CONTROL_SUFFIX), control)
+    return shm_path(topic)
+
+
+def remove_topic(topic: str) -> None:
+    for path in (shm_path(topic), shm_path(topic, CONTROL_SUFFIX)):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def live_segment_bytes(
+    topic: str, messages: int = 3, slots: int = 4, slot_size: int = 64, max_subscribers: int = 4
+) -> tuple[bytes, bytes]:
+    """The bytes of a real data segment holding a few messages, and of its control segment (no
+    subscriber attached), read while the publisher lives."""
+    with sps.Publisher(topic, slots=slots, slot_size=slot_size, max_subscribers=max_subscribers) as pub:
+        for i in range(messages):
+            pub.publish((b"message %d" % i)[:slot_size])
+        with open(shm_path(topic), "rb") as f:
+            data = f.read()
+        with open(shm_path(topic, CONTROL_SUFFIX), "rb") as f:
+            control = f.read()
+    assert not os.path.exists(shm_path(topic))
+    return data, control

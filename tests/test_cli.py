@@ -25,11 +25,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import time_limit
+from helpers import shm_path, time_limit
 
 import shmpubsub as sps
 from shmpubsub import _core, admin, cli, wakeup
-from shmpubsub.names import CONTROL_SUFFIX, PREFIX, SHM_DIR
+from shmpubsub.names import CONTROL_SUFFIX, PREFIX
 
 TIMES = "\N{MULTIPLICATION SIGN}"
 TIMEOUT = 30  # seconds any one command may take before the test fails
@@ -56,10 +56,6 @@ SUBSCRIBE_AND_WAIT = textwrap.dedent(
     time.sleep(60)  # until killed
     """
 )
-
-
-def shm_path(topic: str, suffix: str = "") -> str:
-    return os.path.join(SHM_DIR, PREFIX + topic + suffix)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

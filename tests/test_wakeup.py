@@ -1210,6 +1210,11 @@ def test_fork_child_leaves_the_parents_subscriber_alone(topic: str) -> None:
         assert os.waitstatus_to_exitcode(wait_status) == 0
         assert os.path.exists(path)
         assert [e.token for e in pub.subscribers] == [entry.token]
-        threading.Timer(0.05, pub.publish, args=(b"still woken",)).start()
+
+        def publish_once_asleep() -> None:  # not after a fixed delay: under valgrind, 50 ms is nothing
+            _wait_for(lambda: pub.subscribers[0].asleep, 5, "the subscriber to sleep")
+            pub.publish(b"still woken")
+
+        threading.Thread(target=publish_once_asleep, daemon=True).start()
         assert sub.receive(timeout=5).data == b"still woken"
         assert pub.wakeups_sent >= 1

@@ -39,6 +39,7 @@ HEADER_SIZE: Final[int] = lib.SPS_HEADER_SIZE
 MAX_SLOT_COUNT: Final[int] = lib.SPS_MAX_SLOT_COUNT
 MAX_SLOT_SIZE: Final[int] = lib.SPS_MAX_SLOT_SIZE
 MAX_SUBSCRIBERS: Final[int] = lib.SPS_MAX_SUBSCRIBERS
+MAX_SEQ: Final[int] = lib.SPS_MAX_SEQ
 SOCKET_DIR_MAX: Final[int] = lib.SPS_SOCKET_DIR_MAX
 
 START_MODES: Final = {
@@ -106,7 +107,7 @@ _HEADER_ERRORS: Final = {
     lib.SPS_E_TOTAL: "is truncated or corrupt (its size disagrees with its header)",
     lib.SPS_E_SOCKET_DIR: "has a corrupt header (socket directory)",
     lib.SPS_E_PID: "has a corrupt header (publisher pid out of range)",
-    lib.SPS_E_SEQUENCE: "has a corrupt header (sequence numbers out of range)",
+    lib.SPS_E_SEQ: "has a corrupt header (write_seq out of range)",
 }
 
 
@@ -435,6 +436,11 @@ class Writer:
         if rc == _WAKE:
             if self._wake is not None:
                 self._wake()
+        elif rc == lib.SPS_TOO_LARGE:
+            raise InvalidArgument(
+                f"topic {self._topic!r}: cannot skip {count} messages: sequence numbers would pass "
+                f"2**62 (the next is {self.next_seq})"
+            )
         elif rc != lib.SPS_OK:
             raise self._refusal(rc, count)
 

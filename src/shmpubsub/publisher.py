@@ -190,7 +190,8 @@ class Publisher(Handle):
         (a bridge republishing a remote topic, say): their sequence numbers are used up, and
         every subscriber counts them in ``lost`` exactly as if it had been lapped, so that
         ``received + lost`` still adds up. Costs one C call and at most one slot write per
-        number (one ring-full at most).
+        number (one ring-full at most). Raises InvalidArgument for a count below 0, or one
+        that would carry sequence numbers past 2**62.
         """
         self._writer.skip(count)
 

@@ -274,10 +274,12 @@ class Segment:
 
     def map(self) -> mmap.mmap:
         """Maps the segment (a file region: from its offset): read-write for the owner,
-        PROT_READ for everyone else."""
+        PROT_READ for everyone else. Raises InvalidSegment if it is empty."""
         if self._mapping is not None:
             return self._mapping
         length = self._length if self._length is not None else self.nbytes
+        if length == 0:  # mmap cannot map it; a creator sizes its segments before anyone maps them
+            raise InvalidSegment(f"{self.what} is empty")
         fd = self.fileno()
         try:
             if self.writable:

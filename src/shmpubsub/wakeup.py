@@ -188,7 +188,12 @@ class WakeSocket:
 
     def __init__(self, control: _core.Control, topic: str) -> None:
         directory = control.socket_dir
-        check_private_dir(directory)
+        try:
+            check_private_dir(directory)
+        except FileNotFoundError:  # the control segment names it: removed since, or garbage
+            raise SegmentError(
+                errno.ENOENT, f"topic {topic!r}: its socket directory {directory!r} does not exist"
+            ) from None
         self._control = control
         self.token = secrets.randbits(64) | 1
         self.path = os.path.join(directory, socket_name(self.token))
