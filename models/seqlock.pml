@@ -96,7 +96,8 @@ active proctype Reader()
 #ifdef RESYNC_LATEST
             target = (written > 0 -> written - 1 : 0);
 #else
-            target = (started > N -> started - N : 0);  /* the oldest that can be intact */
+            target = (started > N -> started - N : 0);  /* the oldest that can be intact; the C
+                                                         * core adds N/8 (SPS_LAP_MARGIN): 0 here */
 #endif
             target = (target > next + 1 -> target : next + 1);
             assert(target > next);  /* never backwards */
