@@ -41,12 +41,14 @@ struct sps_progress {
 };
 
 /* Written by the publisher of a file-backed ring (all zero in /dev/shm segments): the topic
- * the file belongs to, the boot it was last opened in, and how much of it is known to be on
- * disk. Zero-filled before, so a layout-version-2 reader of a /dev/shm segment never sees it. */
+ * the file belongs to, the format of its slots, the boot it was last opened in, and how much
+ * of it is known to be on disk. Zero-filled before, so a layout-version-2 reader of a /dev/shm
+ * segment never sees it. The topic and the format are written once, before the first magic. */
 struct sps_file_block {
     _Atomic uint64_t flushed;             /* messages 0..flushed-1 reached the disk (msync returned) */
     unsigned char boot_id[SPS_BOOT_ID_SIZE]; /* /proc/sys/kernel/random/boot_id at (re)opening */
     char topic[SPS_TOPIC_MAX];            /* NUL-terminated */
+    uint32_t format;                      /* SPS_FILE_FORMAT (0: written before formats existed) */
 };
 
 struct sps_shared_header {
@@ -73,6 +75,15 @@ struct sps_slot {
     _Atomic uint32_t flags;
     unsigned char payload[];
 };
+
+/* In ring files a message of len bytes is followed, at the next multiple of 8, by this word:
+ * its checksum (see sps_file_geometry). Its own word, so no reader's word copy overlaps it. */
+#define SPS_CHECKSUM_SIZE 8
+
+static inline _Atomic uint64_t *sps_checksum_word(struct sps_slot *slot, uint64_t len)
+{
+    return (_Atomic uint64_t *)(void *)(slot->payload + ((len + 7) & ~(uint64_t)7));
+}
 
 /* Sequence numbers stay below this, so 2n+2 never overflows (centuries at 1e9 per second);
  * a file claiming more is corrupt. */

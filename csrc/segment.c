@@ -14,33 +14,61 @@ static int is_power_of_two(uint64_t x)
     return x != 0 && (x & (x - 1)) == 0;
 }
 
-int sps_geometry(uint64_t slot_count, uint64_t slot_size,
-                 uint64_t *slot_stride, uint64_t *total_size)
+/* A slot holds its header, slot_size bytes of payload and, in ring files, the checksum word. */
+static int geometry(uint64_t slot_count, uint64_t slot_size, uint64_t trailer,
+                    uint64_t *slot_stride, uint64_t *total_size)
 {
     if (!is_power_of_two(slot_count) || slot_count > SPS_MAX_SLOT_COUNT)
         return SPS_E_GEOMETRY;
     if (slot_size > SPS_MAX_SLOT_SIZE)
         return SPS_E_GEOMETRY;
-    /* Both bounds keep these sums far from overflow (2^30 * (2^31 + 128) < 2^62). */
-    uint64_t stride = (SPS_SLOT_HEADER_SIZE + slot_size + SPS_SLOT_ALIGN - 1)
+    /* Both bounds keep these sums far from overflow (2^30 * (2^31 + 192) < 2^62). */
+    uint64_t stride = (SPS_SLOT_HEADER_SIZE + slot_size + trailer + SPS_SLOT_ALIGN - 1)
                       & ~(uint64_t)(SPS_SLOT_ALIGN - 1);
     *slot_stride = stride;
     *total_size = SPS_HEADER_SIZE + slot_count * stride;
     return SPS_OK;
 }
 
+int sps_geometry(uint64_t slot_count, uint64_t slot_size,
+                 uint64_t *slot_stride, uint64_t *total_size)
+{
+    return geometry(slot_count, slot_size, 0, slot_stride, total_size);
+}
+
+int sps_file_geometry(uint64_t slot_count, uint64_t slot_size,
+                      uint64_t *slot_stride, uint64_t *total_size)
+{
+    /* The checksum word sits at the payload's length rounded up to 8, so the largest
+     * payload, rounded up, is followed by the word itself. */
+    uint64_t room = ((slot_size + 7) & ~(uint64_t)7) - slot_size + SPS_CHECKSUM_SIZE;
+    return geometry(slot_count, slot_size, room, slot_stride, total_size);
+}
+
+/* The geometry of a ring whose file block declares `format` (0 in /dev/shm segments). */
+static int geometry_of(uint32_t format, uint64_t slot_count, uint64_t slot_size,
+                       uint64_t *slot_stride, uint64_t *total_size)
+{
+    if (format == 0)
+        return sps_geometry(slot_count, slot_size, slot_stride, total_size);
+    if (format == SPS_FILE_FORMAT)
+        return sps_file_geometry(slot_count, slot_size, slot_stride, total_size);
+    return SPS_E_FILE_FORMAT;
+}
+
 int sps_header_init(void *base, uint64_t size, uint64_t slot_count, uint64_t slot_size,
                     uint64_t epoch, int64_t publisher_pid, uint64_t publisher_start_time,
                     uint64_t created_ns)
 {
+    struct sps_shared_header *h = base;
     uint64_t stride, total;
-    int rc = sps_geometry(slot_count, slot_size, &stride, &total);
+    /* A zeroed mapping declares format 0; sps_header_init_file has set the ring file's. */
+    int rc = geometry_of(h->file.format, slot_count, slot_size, &stride, &total);
     if (rc != SPS_OK)
         return rc;
     if (size != total)
         return SPS_E_TOTAL;
 
-    struct sps_shared_header *h = base;
     h->id.layout_version = SPS_LAYOUT_VERSION;
     h->id.header_size = SPS_HEADER_SIZE;
     h->id.slot_count = slot_count;
@@ -73,9 +101,10 @@ static void copy_identity(struct sps_identity *id, const struct sps_shared_heade
            sizeof *id - sizeof id->magic);
 }
 
-/* Validates a private copy of the identity only: a field that changes under us cannot pass
- * one check and fail another. */
-static int check_copy(const struct sps_identity *id, uint64_t size, struct sps_header_info *info)
+/* Validates a private copy of the identity (and of the file block's format, which decides the
+ * geometry) only: a field that changes under us cannot pass one check and fail another. */
+static int check_copy(const struct sps_identity *id, uint32_t format, uint64_t size,
+                      struct sps_header_info *info)
 {
     info->layout_version = id->layout_version;
     if (id->layout_version != SPS_LAYOUT_VERSION)
@@ -83,9 +112,13 @@ static int check_copy(const struct sps_identity *id, uint64_t size, struct sps_h
     info->header_size = id->header_size;
     if (id->header_size != SPS_HEADER_SIZE)
         return SPS_E_HEADER_SIZE;
+    info->file_format = format;
 
     uint64_t stride, total;
-    if (sps_geometry(id->slot_count, id->slot_size, &stride, &total) != SPS_OK || id->slot_stride != stride)
+    int rc = geometry_of(format, id->slot_count, id->slot_size, &stride, &total);
+    if (rc == SPS_E_FILE_FORMAT)
+        return rc;
+    if (rc != SPS_OK || id->slot_stride != stride)
         return SPS_E_GEOMETRY;
     if (id->total_size != total || total != size)
         return SPS_E_TOTAL;
@@ -113,7 +146,7 @@ int sps_header_check(const struct sps_shared_header *h, uint64_t size, struct sp
 {
     struct sps_identity id;
     copy_identity(&id, h);
-    int rc = check_copy(&id, size, info);
+    int rc = check_copy(&id, h->file.format, size, info);
     if (rc == SPS_OK)
         read_progress(h, info);
     return rc;
@@ -151,12 +184,13 @@ int sps_header_read(const void *base, uint64_t size, struct sps_header_info *inf
     uint64_t epoch = atomic_load_explicit(epoch_word(h), memory_order_acquire);
     struct sps_identity id;
     copy_identity(&id, h);
+    uint32_t format = h->file.format;
     atomic_thread_fence(memory_order_acquire);
     if (atomic_load_explicit(&h->id.magic, memory_order_acquire) != SPS_MAGIC
         || atomic_load_explicit(epoch_word(h), memory_order_relaxed) != epoch)
         return SPS_E_UNINITIALISED;
     id.epoch = epoch;
-    rc = check_copy(&id, size, info);
+    rc = check_copy(&id, format, size, info);
     if (rc == SPS_OK)
         read_progress(h, info);
     return rc;
@@ -178,6 +212,8 @@ int sps_header_inspect(const void *base, uint64_t size, struct sps_header_info *
     sps_header_file(base, file);
     if (info->write_seq >= SPS_SEQ_LIMIT)
         return SPS_E_SEQUENCE;
+    if (file->topic[0] != '\0' && file->format != SPS_FILE_FORMAT)
+        return SPS_E_FILE_FORMAT; /* a ring file written before checksums: recovery needs them */
     return SPS_OK;
 }
 
@@ -206,6 +242,7 @@ int sps_ring_init(struct sps_ring *ring, const void *base, uint64_t size)
     ring->slot_mask = info.slot_count - 1;
     ring->slot_stride = info.slot_stride;
     ring->slot_capacity = info.slot_size;
+    ring->checksums = info.file_format == SPS_FILE_FORMAT;
     return SPS_OK;
 }
 

@@ -85,6 +85,7 @@ struct sps_ring {
     uint64_t slot_mask;
     uint64_t slot_stride;     /* bytes per slot, slot header included */
     uint64_t slot_capacity;   /* largest payload */
+    int checksums;            /* 1 in ring files: a checksum word follows each message */
 };
 
 struct sps_writer {
@@ -166,6 +167,7 @@ struct sps_header_info {
     uint64_t created_ns;
     uint64_t write_seq;
     uint32_t closed;
+    uint32_t file_format;     /* 0, or SPS_FILE_FORMAT in a ring file (see sps_file_geometry) */
 };
 
 /* Segment geometry: stride and total size for a slot count and payload size. */
@@ -278,15 +280,23 @@ int sps_reader_topic_closed(struct sps_reader *r);
 #define SPS_STUB_SIZE 4096
 #define SPS_PATH_MAX 4064
 
+/* The format of ring files' slots, recorded in the file block (0 in /dev/shm segments, and
+ * in ring files written before it existed). Format 1: the publisher follows each message with
+ * a 64-bit word holding its CRC-32C (see sps_file_geometry); recovery checks it. A format
+ * change of ring files alone changes this number, not SPS_LAYOUT_VERSION. */
+#define SPS_FILE_FORMAT 1
+
 enum sps_file_status {
     SPS_E_FILE_BACKED = -29,  /* a file-backed topic's stub: its ring is in the file it names */
-    SPS_E_SEQUENCE = -30      /* sequence numbers out of range: a corrupt file */
+    SPS_E_SEQUENCE = -30,     /* sequence numbers out of range: a corrupt file */
+    SPS_E_FILE_FORMAT = -31   /* a ring file of another format (the one found: file_format) */
 };
 
 struct sps_file_header_info {
     uint64_t flushed;         /* messages known to be on disk */
     unsigned char boot_id[16];/* SPS_BOOT_ID_SIZE */
     char topic[72];           /* SPS_TOPIC_MAX, NUL-terminated */
+    uint32_t format;          /* SPS_FILE_FORMAT, or 0 for a ring file written before formats */
 };
 
 struct sps_stub_info {
@@ -300,11 +310,25 @@ struct sps_recovery {
     uint64_t next;            /* where numbering continues: after every number any slot holds */
     uint64_t kept;            /* slots kept: complete messages (and skip markers) in place */
     uint64_t torn;            /* slots found half-written (odd sequence word) */
+    uint64_t corrupt;         /* complete messages whose checksum did not match (mixed pages) */
     uint64_t unflushed;       /* complete messages dropped: numbered at or after trusted_end */
     uint64_t repaired;        /* slots rewritten: as skip markers (counted lost), or emptied */
 };
 
-/* Writes a fresh header for a file-backed ring: the file block, then as sps_header_init. */
+/* Ring files' geometry: as sps_geometry, with room after the largest payload (rounded up to
+ * 8 bytes) for the checksum word. A message of n bytes has its checksum word at payload offset
+ * n rounded up to 8: the CRC-32C of the slot header as completed (seq 2n+2, length, flags)
+ * followed by the payload, in the word's low 32 bits. */
+int sps_file_geometry(uint64_t slot_count, uint64_t slot_size,
+                      uint64_t *slot_stride, uint64_t *total_size);
+/* CRC-32C of data, continuing crc (0 to start), as zlib's crc32 does for CRC-32: SSE4.2's
+ * instruction where the CPU has it, else the portable table (which _portable always uses). */
+uint32_t sps_crc32c(uint32_t crc, const void *data, uint64_t len);
+uint32_t sps_crc32c_portable(uint32_t crc, const void *data, uint64_t len);
+/* 1 if sps_crc32c uses the CPU's instruction. */
+int sps_crc32c_hardware(void);
+/* Writes a fresh header for a file-backed ring (format SPS_FILE_FORMAT, whose geometry is
+ * sps_file_geometry's): the file block, then as sps_header_init. */
 int sps_header_init_file(void *base, uint64_t size, uint64_t slot_count, uint64_t slot_size,
                          uint64_t epoch, int64_t publisher_pid, uint64_t publisher_start_time,
                          uint64_t created_ns, const char *topic, const unsigned char *boot_id);

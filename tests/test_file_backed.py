@@ -113,7 +113,7 @@ def test_close_keeps_the_file_flushed_and_marked_closed(topic: str, tmp_path: Pa
         assert [m.seq for m in sub] == list(range(4, 20))
         assert (sub.end_reason, sub.lost) == ("closed", 0)
     with sps.Publisher(topic, slots=16, slot_size=64, path=path) as pub:
-        assert pub.recovery == _core.Recovery(next=20, kept=16, torn=0, unflushed=0, repaired=0)
+        assert pub.recovery == _core.Recovery(next=20, kept=16, torn=0, corrupt=0, unflushed=0, repaired=0)
         assert pub.publish(b"next") == 20
 
 
@@ -271,7 +271,7 @@ def check_durability(topic: str, path: Path, tmp_path: Path) -> None:
     with sps.Subscriber(topic, start="oldest") as sub:  # by name too: its stub outlived it
         assert len(drain(sub)) == 40
     with sps.Publisher(topic, slots=64, slot_size=64, path=path) as pub:  # takes the name over
-        assert pub.recovery == _core.Recovery(next=40, kept=40, torn=0, unflushed=0, repaired=0)
+        assert pub.recovery == _core.Recovery(next=40, kept=40, torn=0, corrupt=0, unflushed=0, repaired=0)
         assert pub.publish(b"after") == 40
 
 
@@ -311,7 +311,7 @@ def simulated_power_cut(flushed: bytes, current: bytes, from_current: list[bool]
 def test_a_power_cut_keeps_what_was_flushed(
     topic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int | str
 ) -> None:
-    slots, size = 64, 240  # 256-byte slots: 16 to a page, none straddling two
+    slots, size = 64, 232  # 256-byte slots (with the checksum word): 16 to a page, none straddling two
     path, cut = tmp_path / "r.ring", tmp_path / "after-the-cut.ring"
     with sps.Publisher(topic, slots=slots, slot_size=size, path=path) as pub:
         for seq in range(100):
@@ -359,7 +359,7 @@ def test_after_a_crash_in_the_same_boot_everything_complete_is_kept(topic: str, 
         image = path.read_bytes()  # what the page cache holds when the process dies
     path.write_bytes(image)  # as if the close never happened (it flushed and marked closed)
     with sps.Publisher(topic, slots=16, slot_size=64, path=path) as pub:
-        assert pub.recovery == _core.Recovery(next=40, kept=16, torn=0, unflushed=0, repaired=0)
+        assert pub.recovery == _core.Recovery(next=40, kept=16, torn=0, corrupt=0, unflushed=0, repaired=0)
 
 
 # -- files that are not valid rings -----------------------------------------------------------

@@ -118,7 +118,7 @@ class RingFile:
         try:
             existing = None if created else _validate(segment, topic, slots, slot_size, overwrite)
             if existing is None:
-                _, total = _core.geometry(slots, slot_size)
+                _, total = _core.geometry(slots, slot_size, ring_file=True)
                 if not created:
                     log.warning("%s: replacing it with a fresh ring (overwrite=True)", path)
                     os.ftruncate(segment.fileno(), 0)  # nothing of the old content survives
