@@ -795,6 +795,26 @@ static void repair(struct sps_writer *w, uint64_t next, uint64_t trusted_end, st
     }
 }
 
+/* Repairs every slot of a validated ring whose writer ended, and moves write_seq to where
+ * numbering continues. */
+static void recover(void *base, uint64_t size, const struct sps_header_info *info,
+                    uint64_t trusted_end, struct sps_recovery *out)
+{
+    struct sps_writer w;
+    memset(&w, 0, sizeof w);
+    w.ring.base = base;
+    w.ring.size = size;
+    w.ring.slot_count = info->slot_count;
+    w.ring.slot_mask = info->slot_count - 1;
+    w.ring.slot_stride = info->slot_stride;
+    w.ring.slot_capacity = info->slot_size;
+    w.ring.checksums = info->file_format == SPS_FILE_FORMAT;
+    uint64_t next = numbers_used(&w, info->write_seq, out);
+    repair(&w, next, trusted_end, out);
+    advance(&w, next);
+    out->next = next;
+}
+
 int sps_file_reopen(void *base, uint64_t size, uint64_t trusted_end, uint64_t epoch,
                     int64_t publisher_pid, uint64_t publisher_start_time, uint64_t created_ns,
                     const unsigned char *boot_id, struct sps_recovery *out)
@@ -810,21 +830,20 @@ int sps_file_reopen(void *base, uint64_t size, uint64_t trusted_end, uint64_t ep
      * slot is rewritten with the writer's own protocol) and see write_seq only move forward. */
     atomic_store_explicit(&h->id.magic, 0, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
-
-    struct sps_writer w;
-    memset(&w, 0, sizeof w);
-    w.ring.base = base;
-    w.ring.size = size;
-    w.ring.slot_count = info.slot_count;
-    w.ring.slot_mask = info.slot_count - 1;
-    w.ring.slot_stride = info.slot_stride;
-    w.ring.slot_capacity = info.slot_size;
-    w.ring.checksums = info.file_format == SPS_FILE_FORMAT;
-    uint64_t next = numbers_used(&w, info.write_seq, out);
-    repair(&w, next, trusted_end, out);
-    advance(&w, next);
-    out->next = next;
-
+    recover(base, size, &info, trusted_end, out);
     sps_header_renew(h, epoch, publisher_pid, publisher_start_time, created_ns, boot_id);
+    return SPS_OK;
+}
+
+int sps_file_recover_copy(void *base, uint64_t size, uint64_t trusted_end, struct sps_recovery *out)
+{
+    memset(out, 0, sizeof *out);
+    struct sps_header_info info;
+    int rc = sps_header_read(base, size, &info);
+    if (rc != SPS_OK)
+        return rc;
+    if (info.write_seq >= SPS_SEQ_LIMIT)
+        return SPS_E_SEQUENCE;
+    recover(base, size, &info, trusted_end, out);
     return SPS_OK;
 }

@@ -333,21 +333,27 @@ int sps_header_init_file(void *base, uint64_t size, uint64_t slot_count, uint64_
                          uint64_t epoch, int64_t publisher_pid, uint64_t publisher_start_time,
                          uint64_t created_ns, const char *topic, const unsigned char *boot_id);
 /* For the holder of the single-writer lock: validates like sps_header_read, but also accepts
- * a zero magic if everything else validates (a writer died while opening the ring), and
- * checks the sequence numbers. Fills *info and *file. */
+ * a zero magic if everything else validates (a writer died while opening the ring), checks
+ * the sequence numbers, and refuses a ring file of a format other than SPS_FILE_FORMAT
+ * (SPS_E_FILE_FORMAT). Fills *info and *file. */
 int sps_header_inspect(const void *base, uint64_t size, struct sps_header_info *info,
                        struct sps_file_header_info *file);
 /* The file block of a validated header. */
 void sps_header_file(const void *base, struct sps_file_header_info *file);
 /* Reopens a ring after its writer ended (closed, killed, or the machine lost power), for the
  * holder of the single-writer lock. With the magic withdrawn (attaching readers wait): every
- * slot must hold the newest message numbered below `next` that maps to it, else it becomes a
- * skip marker for that number; complete messages numbered at or after trusted_end are not
+ * slot must hold the newest message numbered below `next` that maps to it, complete and as its
+ * checksum says, else it becomes a skip marker for that number (a checksum that does not match
+ * counts in `corrupt`); complete messages numbered at or after trusted_end are not
  * trusted (they may not have reached the disk) and become markers too; write_seq := next.
  * Then the identity is renewed and the magic restored. */
 int sps_file_reopen(void *base, uint64_t size, uint64_t trusted_end, uint64_t epoch,
                     int64_t publisher_pid, uint64_t publisher_start_time, uint64_t created_ns,
                     const unsigned char *boot_id, struct sps_recovery *out);
+/* The same repair in a private (copy-on-write) mapping of a ring file whose publisher is
+ * gone, so that its readers take exactly what a new publisher would keep (and count the rest
+ * lost): neither the file nor the identity changes. */
+int sps_file_recover_copy(void *base, uint64_t size, uint64_t trusted_end, struct sps_recovery *out);
 /* msync(MS_SYNC) of the whole mapping; then records that the messages completed before it
  * are on disk, and syncs that record (the header page). *flushed gets their count. With
  * if_new, does nothing if no message was published since the last flush. 0, or a negative

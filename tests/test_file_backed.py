@@ -469,6 +469,9 @@ def test_a_power_cut_while_a_flushed_slot_was_overwritten(
         from_current[1 + i] = bool(new_pages >> i & 1)
     cut.write_bytes(simulated_power_cut(on_disk, in_memory, from_current))
     monkeypatch.setattr(filebacked._proc, "boot_id", lambda: os.urandom(16))  # the machine rebooted
+    with sps.Subscriber(path=cut, start="oldest") as sub:  # before a restart: what it will keep
+        before = [(m.seq, m.data) for m in drain(sub)]
+        lost_before = sub.lost
 
     with sps.Publisher(topic, slots=slots, slot_size=size, path=cut) as pub:
         recovery = pub.recovery
@@ -487,6 +490,7 @@ def test_a_power_cut_while_a_flushed_slot_was_overwritten(
             assert all(m.data == payload(m.seq + 1, size) for m in got)  # never a mix
             assert [m.seq for m in got] == list(range(0 if new_pages == 0 else 1, 8))
             assert len(got) + sub.lost == 8
+            assert ([(m.seq, m.data) for m in got], sub.lost) == (before, lost_before)
 
 
 @pytest.mark.parametrize("where", ["payload-first", "payload-last", "length", "flags", "checksum", "padding"])
@@ -511,13 +515,18 @@ def test_a_damaged_slot_in_a_closed_ring_file_is_dropped_and_counted(
     image[at] ^= 1
     path.write_bytes(image)
     damaged = int(where != "padding")
+    expected = [seq for seq in range(4, 12) if not (damaged and seq == victim)]
+    with sps.Subscriber(path=path, start="oldest") as sub:  # with no publisher: the same
+        assert [m.seq for m in sub] == expected
+        assert (sub.lost, sub.end_reason) == (damaged, "closed")
+    assert path.read_bytes() == image  # reading repaired a private copy only
     with sps.Publisher(topic, slots=slots, slot_size=size, path=path) as pub:
         assert pub.recovery == _core.Recovery(
             next=12, kept=8 - damaged, torn=0, corrupt=damaged, unflushed=0, repaired=damaged
         )
         with sps.Subscriber(topic, start="oldest") as sub:
             got = drain(sub)
-            assert [m.seq for m in got] == [seq for seq in range(4, 12) if not (damaged and seq == victim)]
+            assert [m.seq for m in got] == expected
             assert all(m.data == payload(m.seq + 1, length) for m in got)
             assert sub.lost == damaged
 

@@ -822,9 +822,23 @@ def reopen(
     rc = lib.sps_file_reopen(base, size, trusted_end, epoch, pid, start_time, created_ns, boot, out)
     if rc != lib.SPS_OK:
         raise _header_error(rc, what, 0)
+    return _recovery(out)
+
+
+def _recovery(out: Any) -> Recovery:
     return Recovery(
         int(out.next), int(out.kept), int(out.torn), int(out.corrupt), int(out.unflushed), int(out.repaired)
     )
+
+
+def recover_copy(base: Any, size: int, what: str, *, trusted_end: int) -> Recovery:
+    """Repairs a private copy-on-write mapping of a ring file whose publisher is gone, as
+    :func:`reopen` would repair the file; the file is untouched (sps_file_recover_copy)."""
+    out = ffi.new("struct sps_recovery *")
+    rc = lib.sps_file_recover_copy(base, size, trusted_end, out)
+    if rc != lib.SPS_OK:
+        raise _header_error(rc, what, 0)
+    return _recovery(out)
 
 
 def flush(base: Any, size: int, what: str, only_if_new: bool = False) -> int:

@@ -246,14 +246,17 @@ class Segment:
 
     # -- 3. map --------------------------------------------------------------
 
-    def map(self) -> mmap.mmap:
+    def map(self, private: bool = False) -> mmap.mmap:
         """Maps the segment (a file region: from its offset): read-write for the owner,
-        PROT_READ for everyone else."""
+        PROT_READ for everyone else. With *private*, a copy-on-write mapping (MAP_PRIVATE):
+        writable, but what is written stays in this process and never reaches the segment."""
         if self._mapping is not None:
             return self._mapping
         length = self._length if self._length is not None else self.nbytes
         fd = self.fileno()
-        if self.writable:
+        if private:
+            self._mapping = mmap.mmap(fd, length, access=mmap.ACCESS_COPY, offset=self.offset)
+        elif self.writable:
             flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
             prot = mmap.PROT_READ | mmap.PROT_WRITE
             self._mapping = mmap.mmap(fd, length, flags=flags, prot=prot, offset=self.offset)
