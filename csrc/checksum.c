@@ -104,3 +104,18 @@ uint32_t sps_crc32c(uint32_t crc, const void *data, uint64_t len)
 #endif
     return sps_crc32c_portable(crc, data, len);
 }
+
+uint32_t sps_slot_checksum(const struct sps_slot *slot, uint64_t seq, uint32_t len, uint32_t flags)
+{
+    unsigned char head[SPS_SLOT_HEADER_SIZE];
+    memcpy(head, &seq, 8);
+    memcpy(head + 8, &len, 4);
+    memcpy(head + 12, &flags, 4);
+    return sps_crc32c(sps_crc32c(0, head, sizeof head), slot->payload, len);
+}
+
+void sps_slot_checksum_store(struct sps_slot *slot, uint64_t seq, uint32_t len, uint32_t flags)
+{
+    atomic_store_explicit(sps_checksum_word(slot, len), sps_slot_checksum(slot, seq, len, flags),
+                          memory_order_relaxed);
+}

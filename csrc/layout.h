@@ -85,6 +85,13 @@ static inline _Atomic uint64_t *sps_checksum_word(struct sps_slot *slot, uint64_
     return (_Atomic uint64_t *)(void *)(slot->payload + ((len + 7) & ~(uint64_t)7));
 }
 
+/* The checksum of a ring file's slot: CRC-32C of the slot header as it reads once complete
+ * (seq, length, flags), then of the payload. Only the writer and recovery compute it, on
+ * slots no one else writes. */
+uint32_t sps_slot_checksum(const struct sps_slot *slot, uint64_t seq, uint32_t len, uint32_t flags);
+/* Stores it in the slot's checksum word. */
+void sps_slot_checksum_store(struct sps_slot *slot, uint64_t seq, uint32_t len, uint32_t flags);
+
 /* Sequence numbers stay below this, so 2n+2 never overflows (centuries at 1e9 per second);
  * a file claiming more is corrupt. */
 #define SPS_SEQ_LIMIT (UINT64_C(1) << 62)

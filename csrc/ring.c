@@ -125,28 +125,16 @@ static int sleepers_present(const struct sps_writer *w)
     return 0;
 }
 
-/* The checksum of a ring file's slot (see sps_file_geometry): CRC-32C of the slot header as
- * it reads once complete (seq, length, flags), then of the payload. Only the writer and
- * recovery call it, on slots no one else writes. */
-static uint32_t slot_checksum(const struct sps_slot *slot, uint64_t seq, uint32_t len, uint32_t flags)
-{
-    unsigned char head[SPS_SLOT_HEADER_SIZE];
-    memcpy(head, &seq, 8);
-    memcpy(head + 8, &len, 4);
-    memcpy(head + 12, &flags, 4);
-    return sps_crc32c(sps_crc32c(0, head, sizeof head), slot->payload, len);
-}
-
 /* Completes message n in its slot: readers may take it. A ring file's slot gets its checksum
- * before its sequence word says complete. */
-static void complete_slot(const struct sps_ring *ring, struct sps_slot *slot, uint64_t n,
-                          uint64_t len, uint32_t flags)
+ * before its sequence word says complete. The checksum is a call into checksum.c, so that this
+ * stays small enough to be inlined: /dev/shm rings pay the test of one flag, nothing more. */
+static inline void complete_slot(const struct sps_ring *ring, struct sps_slot *slot, uint64_t n,
+                                 uint64_t len, uint32_t flags)
 {
     atomic_store_explicit(&slot->length, (uint32_t)len, memory_order_relaxed);
     atomic_store_explicit(&slot->flags, flags, memory_order_relaxed);
     if (ring->checksums)
-        atomic_store_explicit(sps_checksum_word(slot, len),
-                              slot_checksum(slot, 2 * n + 2, (uint32_t)len, flags), memory_order_relaxed);
+        sps_slot_checksum_store(slot, 2 * n + 2, (uint32_t)len, flags);
     atomic_store_explicit(&slot->seq, 2 * n + 2, memory_order_release);
 }
 
@@ -761,7 +749,7 @@ static int slot_intact(const struct sps_ring *ring, const struct sps_slot *slot,
         return 0;
     uint64_t word = atomic_load_explicit(sps_checksum_word((struct sps_slot *)(uintptr_t)slot, len),
                                          memory_order_relaxed);
-    return word == slot_checksum(slot, seq, len, flags);
+    return word == sps_slot_checksum(slot, seq, len, flags);
 }
 
 /* Every slot must hold the newest number below `next` that maps to it (e), complete, intact
