@@ -253,10 +253,11 @@ class Segment:
         if self._mapping is not None:
             return self._mapping
         length = self._length if self._length is not None else self.nbytes
-        fd = self.fileno()
         if private:
-            self._mapping = mmap.mmap(fd, length, access=mmap.ACCESS_COPY, offset=self.offset)
-        elif self.writable:
+            self._mapping = mmap.mmap(self.fileno(), length, access=mmap.ACCESS_COPY, offset=self.offset)
+            return self._mapping
+        fd = self.fileno()
+        if self.writable:
             flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
             prot = mmap.PROT_READ | mmap.PROT_WRITE
             self._mapping = mmap.mmap(fd, length, flags=flags, prot=prot, offset=self.offset)
