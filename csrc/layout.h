@@ -76,6 +76,14 @@ struct sps_slot {
     unsigned char payload[];
 };
 
+/* Sequence numbers stay below this, so 2n+2 never overflows (centuries at 1e9 per second);
+ * a file claiming more is corrupt. */
+#define SPS_SEQ_LIMIT (UINT64_C(1) << 62)
+
+/* A slot completed with this flag holds no message: its number was skipped by the publisher
+ * (lost upstream, say, by a bridge); readers count it in `lost` and move on. */
+#define SPS_SLOT_SKIPPED UINT32_C(1)
+
 /* In ring files a message of len bytes is followed, at the next multiple of 8, by this word:
  * its checksum (see sps_file_geometry). Its own word, so no reader's word copy overlaps it. */
 #define SPS_CHECKSUM_SIZE 8
@@ -91,14 +99,6 @@ static inline _Atomic uint64_t *sps_checksum_word(struct sps_slot *slot, uint64_
 uint32_t sps_slot_checksum(const struct sps_slot *slot, uint64_t seq, uint32_t len, uint32_t flags);
 /* Stores it in the slot's checksum word. */
 void sps_slot_checksum_store(struct sps_slot *slot, uint64_t seq, uint32_t len, uint32_t flags);
-
-/* Sequence numbers stay below this, so 2n+2 never overflows (centuries at 1e9 per second);
- * a file claiming more is corrupt. */
-#define SPS_SEQ_LIMIT (UINT64_C(1) << 62)
-
-/* A slot completed with this flag holds no message: its number was skipped by the publisher
- * (lost upstream, say, by a bridge); readers count it in `lost` and move on. */
-#define SPS_SLOT_SKIPPED UINT32_C(1)
 
 _Static_assert(sizeof(struct sps_identity) <= SPS_BLOCK, "identity block overflows");
 _Static_assert(sizeof(struct sps_file_block) <= SPS_BLOCK, "file block overflows");

@@ -830,8 +830,6 @@ int sps_file_recover_copy(void *base, uint64_t size, uint64_t trusted_end, struc
     int rc = sps_header_read(base, size, &info);
     if (rc != SPS_OK)
         return rc;
-    if (info.write_seq >= SPS_SEQ_LIMIT)
-        return SPS_E_SEQUENCE;
     recover(base, size, &info, trusted_end, out);
     return SPS_OK;
 }

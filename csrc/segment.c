@@ -101,10 +101,10 @@ static void copy_identity(struct sps_identity *id, const struct sps_shared_heade
            sizeof *id - sizeof id->magic);
 }
 
-/* Validates a private copy of the identity (and of the file block's format, which decides the
- * geometry) only: a field that changes under us cannot pass one check and fail another. */
-static int check_copy(const struct sps_identity *id, uint32_t format, uint64_t size,
-                      struct sps_header_info *info)
+/* Validates a private copy of the identity, and of the file block's format (which decides
+ * the geometry; the caller copies it into info->file_format), only: a field that changes
+ * under us cannot pass one check and fail another. */
+static int check_copy(const struct sps_identity *id, uint64_t size, struct sps_header_info *info)
 {
     info->layout_version = id->layout_version;
     if (id->layout_version != SPS_LAYOUT_VERSION)
@@ -112,10 +112,9 @@ static int check_copy(const struct sps_identity *id, uint32_t format, uint64_t s
     info->header_size = id->header_size;
     if (id->header_size != SPS_HEADER_SIZE)
         return SPS_E_HEADER_SIZE;
-    info->file_format = format;
 
     uint64_t stride, total;
-    int rc = geometry_of(format, id->slot_count, id->slot_size, &stride, &total);
+    int rc = geometry_of(info->file_format, id->slot_count, id->slot_size, &stride, &total);
     if (rc == SPS_E_FILE_FORMAT)
         return rc;
     if (rc != SPS_OK || id->slot_stride != stride)
@@ -146,7 +145,8 @@ int sps_header_check(const struct sps_shared_header *h, uint64_t size, struct sp
 {
     struct sps_identity id;
     copy_identity(&id, h);
-    int rc = check_copy(&id, h->file.format, size, info);
+    info->file_format = h->file.format;
+    int rc = check_copy(&id, size, info);
     if (rc == SPS_OK)
         read_progress(h, info);
     return rc;
@@ -184,13 +184,13 @@ int sps_header_read(const void *base, uint64_t size, struct sps_header_info *inf
     uint64_t epoch = atomic_load_explicit(epoch_word(h), memory_order_acquire);
     struct sps_identity id;
     copy_identity(&id, h);
-    uint32_t format = h->file.format;
+    info->file_format = h->file.format;
     atomic_thread_fence(memory_order_acquire);
     if (atomic_load_explicit(&h->id.magic, memory_order_acquire) != SPS_MAGIC
         || atomic_load_explicit(epoch_word(h), memory_order_relaxed) != epoch)
         return SPS_E_UNINITIALISED;
     id.epoch = epoch;
-    rc = check_copy(&id, format, size, info);
+    rc = check_copy(&id, size, info);
     if (rc == SPS_OK)
         read_progress(h, info);
     return rc;
@@ -209,11 +209,12 @@ int sps_header_inspect(const void *base, uint64_t size, struct sps_header_info *
         return SPS_E_UNINITIALISED; /* zero magic, nothing written: a creator died at once */
     if (rc != SPS_OK)
         return rc;
+    const struct sps_shared_header *h = base;
+    if (h->file.topic[0] != '\0' && info->file_format != SPS_FILE_FORMAT)
+        return SPS_E_FILE_FORMAT; /* a ring file written before checksums: recovery needs them */
     sps_header_file(base, file);
     if (info->write_seq >= SPS_SEQ_LIMIT)
         return SPS_E_SEQUENCE;
-    if (file->topic[0] != '\0' && file->format != SPS_FILE_FORMAT)
-        return SPS_E_FILE_FORMAT; /* a ring file written before checksums: recovery needs them */
     return SPS_OK;
 }
 

@@ -285,11 +285,13 @@ int sps_reader_topic_closed(struct sps_reader *r);
  * a 64-bit word holding its CRC-32C (see sps_file_geometry); recovery checks it. A format
  * change of ring files alone changes this number, not SPS_LAYOUT_VERSION. */
 #define SPS_FILE_FORMAT 1
+enum sps_file_format_status {
+    SPS_E_FILE_FORMAT = -31   /* a ring file of another format (the one found: file_format) */
+};
 
 enum sps_file_status {
     SPS_E_FILE_BACKED = -29,  /* a file-backed topic's stub: its ring is in the file it names */
-    SPS_E_SEQUENCE = -30,     /* sequence numbers out of range: a corrupt file */
-    SPS_E_FILE_FORMAT = -31   /* a ring file of another format (the one found: file_format) */
+    SPS_E_SEQUENCE = -30      /* sequence numbers out of range: a corrupt file */
 };
 
 struct sps_file_header_info {

@@ -377,7 +377,7 @@ def recovered_copy(segment: Segment, base: Any) -> tuple[Any, _core.HeaderInfo]:
     the new (pointer, header)."""
     _core.release(base)
     segment.unmap()
-    mapping = segment.map(private=True)
+    mapping = segment.map_copy()
     base = _core.pointer_to(mapping, writable=True)
     try:
         header = _core.read_header(base, len(mapping), segment.what)

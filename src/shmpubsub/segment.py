@@ -246,16 +246,12 @@ class Segment:
 
     # -- 3. map --------------------------------------------------------------
 
-    def map(self, private: bool = False) -> mmap.mmap:
+    def map(self) -> mmap.mmap:
         """Maps the segment (a file region: from its offset): read-write for the owner,
-        PROT_READ for everyone else. With *private*, a copy-on-write mapping (MAP_PRIVATE):
-        writable, but what is written stays in this process and never reaches the segment."""
+        PROT_READ for everyone else."""
         if self._mapping is not None:
             return self._mapping
         length = self._length if self._length is not None else self.nbytes
-        if private:
-            self._mapping = mmap.mmap(self.fileno(), length, access=mmap.ACCESS_COPY, offset=self.offset)
-            return self._mapping
         fd = self.fileno()
         if self.writable:
             flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
@@ -263,6 +259,15 @@ class Segment:
             self._mapping = mmap.mmap(fd, length, flags=flags, prot=prot, offset=self.offset)
         else:
             self._mapping = mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=self.offset)
+        return self._mapping
+
+    def map_copy(self) -> mmap.mmap:
+        """Maps the segment copy-on-write (MAP_PRIVATE), as :meth:`map` otherwise would: the
+        mapping is writable, but what is written stays in this process and never reaches the
+        segment (or file), even one opened read-only."""
+        if self._mapping is None:
+            length = self._length if self._length is not None else self.nbytes
+            self._mapping = mmap.mmap(self.fileno(), length, access=mmap.ACCESS_COPY, offset=self.offset)
         return self._mapping
 
     @property
