@@ -16,7 +16,7 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 CSRC = "csrc"
-SOURCES = [f"{CSRC}/ring.c", f"{CSRC}/segment.c", f"{CSRC}/control.c", f"{CSRC}/file.c"]
+SOURCES = [f"{CSRC}/ring.c", f"{CSRC}/segment.c", f"{CSRC}/control.c", f"{CSRC}/file.c", f"{CSRC}/checksum.c"]
 
 
 def read_cdef() -> str:

@@ -1,5 +1,6 @@
 """Publish cost on a file-backed ring, with and without flushing (``flush_every``,
-``flush_interval``), against the same ring in /dev/shm; and what one ``flush()`` costs.
+``flush_interval``), against the same ring in /dev/shm; what one ``flush()`` costs; and what
+the slot checksums of ring files cost, by message size.
 
 Each round publishes BATCH messages of 64 bytes, so a flush every N messages is paid in the
 round as it is in real use; the per-message figure is in ``extra_info``. The ring file is in
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 import shmpubsub as sps
+from shmpubsub._ffi import ffi, lib
 
 BATCH = 1000
 PAYLOAD = bytes(64)
@@ -62,3 +64,36 @@ def test_flush(benchmark: Any, topic: str, tmp_path: Path, dirty: int) -> None:
                 pub.publish(PAYLOAD)
 
         benchmark.pedantic(pub.flush, setup=publish, rounds=50)
+
+
+SIZES = [64, 4096, 65536]
+
+
+@pytest.mark.parametrize("backing", ["shm", "file"])
+@pytest.mark.parametrize("size", SIZES, ids=lambda n: f"{n} bytes")
+def test_publish_by_size(benchmark: Any, topic: str, tmp_path: Path, size: int, backing: str) -> None:
+    """Publishing without flushing: a ring file computes each message's checksum (CRC-32C)
+    on top of what a /dev/shm ring does."""
+    path = tmp_path / "bench.ring" if backing == "file" else None
+    message = bytes(range(256)) * (size // 256) or bytes(size)
+    with sps.Publisher(topic, slots=256, slot_size=size, path=path) as pub:
+
+        def publish_batch() -> None:
+            publish = pub.publish
+            for _ in range(BATCH):
+                publish(message)
+
+        benchmark.pedantic(publish_batch, rounds=20, warmup_rounds=2)
+    stats = benchmark.stats.stats
+    benchmark.extra_info["ns_per_message_median"] = round(stats.median / BATCH * 1e9, 1)
+
+
+@pytest.mark.parametrize("implementation", ["sps_crc32c", "sps_crc32c_portable"])
+@pytest.mark.parametrize("size", SIZES, ids=lambda n: f"{n} bytes")
+def test_crc32c(benchmark: Any, size: int, implementation: str) -> None:
+    """The checksum alone, from Python (one cffi call each): SSE4.2 where the CPU has it, and
+    the portable table."""
+    data = ffi.from_buffer(bytes(size))
+    crc = getattr(lib, implementation)
+    benchmark(crc, 0, data, size)
+    benchmark.extra_info["hardware"] = bool(lib.sps_crc32c_hardware())

@@ -31,6 +31,7 @@ int sps_header_init_file(void *base, uint64_t size, uint64_t slot_count, uint64_
     if (rc != SPS_OK)
         return rc;
     memcpy(h->file.boot_id, boot_id, SPS_BOOT_ID_SIZE);
+    h->file.format = SPS_FILE_FORMAT; /* sps_header_init lays the slots out for it */
     atomic_store_explicit(&h->file.flushed, 0, memory_order_relaxed);
     /* The magic comes last, in sps_header_init: whoever sees it sees the file block too. */
     return sps_header_init(base, size, slot_count, slot_size, epoch, publisher_pid,
@@ -44,6 +45,7 @@ void sps_header_file(const void *base, struct sps_file_header_info *file)
     file->flushed = atomic_load_explicit(&h->file.flushed, memory_order_acquire);
     memcpy(file->boot_id, h->file.boot_id, SPS_BOOT_ID_SIZE);
     memcpy(file->topic, h->file.topic, SPS_TOPIC_MAX - 1); /* the last byte stays NUL */
+    file->format = h->file.format;
 }
 
 /* msync(MS_SYNC) writes the dirty pages of the whole mapping and waits for the disk (on Linux

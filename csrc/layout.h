@@ -41,12 +41,14 @@ struct sps_progress {
 };
 
 /* Written by the publisher of a file-backed ring (all zero in /dev/shm segments): the topic
- * the file belongs to, the boot it was last opened in, and how much of it is known to be on
- * disk. Zero-filled before, so a layout-version-2 reader of a /dev/shm segment never sees it. */
+ * the file belongs to, the format of its slots, the boot it was last opened in, and how much
+ * of it is known to be on disk. Zero-filled before, so a layout-version-2 reader of a /dev/shm
+ * segment never sees it. The topic and the format are written once, before the first magic. */
 struct sps_file_block {
     _Atomic uint64_t flushed;             /* messages 0..flushed-1 reached the disk (msync returned) */
     unsigned char boot_id[SPS_BOOT_ID_SIZE]; /* /proc/sys/kernel/random/boot_id at (re)opening */
     char topic[SPS_TOPIC_MAX];            /* NUL-terminated */
+    uint32_t format;                      /* SPS_FILE_FORMAT (0: written before formats existed) */
 };
 
 struct sps_shared_header {
@@ -77,6 +79,22 @@ struct sps_slot {
 /* A slot completed with this flag holds no message: its number was skipped by the publisher
  * (lost upstream, say, by a bridge); readers count it in `lost` and move on. */
 #define SPS_SLOT_SKIPPED UINT32_C(1)
+
+/* In ring files a message of len bytes is followed, at the next multiple of 8, by this word:
+ * its checksum (see sps_file_geometry). Its own word, so no reader's word copy overlaps it. */
+#define SPS_CHECKSUM_SIZE 8
+
+static inline _Atomic uint64_t *sps_checksum_word(struct sps_slot *slot, uint64_t len)
+{
+    return (_Atomic uint64_t *)(void *)(slot->payload + ((len + 7) & ~(uint64_t)7));
+}
+
+/* The checksum of a ring file's slot: CRC-32C of the slot header as it reads once complete
+ * (seq, length, flags), then of the payload. Only the writer and recovery compute it, on
+ * slots no one else writes. */
+uint32_t sps_slot_checksum(const struct sps_slot *slot, uint64_t seq, uint32_t len, uint32_t flags);
+/* Stores it in the slot's checksum word. */
+void sps_slot_checksum_store(struct sps_slot *slot, uint64_t seq, uint32_t len, uint32_t flags);
 
 _Static_assert(sizeof(struct sps_identity) <= SPS_BLOCK, "identity block overflows");
 _Static_assert(sizeof(struct sps_file_block) <= SPS_BLOCK, "file block overflows");

@@ -133,19 +133,23 @@ static int sleepers_present(const struct sps_writer *w)
     return 0;
 }
 
-/* Completes message n: readers may take it, and the position moves on.
- * write_seq is stored seq_cst, then the sleepers are loaded seq_cst: paired
- * with a reader that arms (seq_cst) and then re-checks write_seq (seq_cst),
- * either the reader sees message n or we see its bit (no lost wake-up).
- * Returns n, or SPS_WAKE (n is then w->next - 1) when someone must be woken. */
-static void complete_slot(struct sps_slot *slot, uint64_t n, uint64_t len, uint32_t flags)
+/* Completes message n in its slot: readers may take it. A ring file's slot gets its checksum
+ * before its sequence word says complete. The checksum is a call into checksum.c, so that this
+ * stays small enough to be inlined: /dev/shm rings pay the test of one flag, nothing more. */
+static inline void complete_slot(const struct sps_ring *ring, struct sps_slot *slot, uint64_t n,
+                                 uint64_t len, uint32_t flags)
 {
     atomic_store_explicit(&slot->length, (uint32_t)len, memory_order_relaxed);
     atomic_store_explicit(&slot->flags, flags, memory_order_relaxed);
+    if (ring->checksums)
+        sps_slot_checksum_store(slot, 2 * n + 2, (uint32_t)len, flags);
     atomic_store_explicit(&slot->seq, 2 * n + 2, memory_order_release);
 }
 
-/* Messages 0..next-1 are complete: publishes write_seq; 1 if someone sleeps. */
+/* Messages 0..next-1 are complete: publishes write_seq; 1 if someone sleeps.
+ * write_seq is stored seq_cst, then the sleepers are loaded seq_cst: paired
+ * with a reader that arms (seq_cst) and then re-checks write_seq (seq_cst),
+ * either the reader sees the messages or we see its bit (no lost wake-up). */
 static int advance(struct sps_writer *w, uint64_t next)
 {
     atomic_store_explicit(&sps_header(&w->ring)->progress.write_seq, next, memory_order_seq_cst);
@@ -153,9 +157,10 @@ static int advance(struct sps_writer *w, uint64_t next)
     return sleepers_present(w);
 }
 
+/* Returns n, or SPS_WAKE (n is then w->next - 1) when someone must be woken. */
 static int64_t end_write(struct sps_writer *w, struct sps_slot *slot, uint64_t n, uint64_t len)
 {
-    complete_slot(slot, n, len, 0);
+    complete_slot(&w->ring, slot, n, len, 0);
     return advance(w, n + 1) ? SPS_WAKE : (int64_t)n;
 }
 
@@ -170,7 +175,7 @@ static int skip(struct sps_writer *w, uint64_t count)
     uint64_t n = w->next, end = n + count;
     uint64_t first = count > w->ring.slot_count ? end - w->ring.slot_count : n;
     for (uint64_t m = first; m < end; m++)
-        complete_slot(begin_write(w, m), m, 0, SPS_SLOT_SKIPPED);
+        complete_slot(&w->ring, begin_write(w, m), m, 0, SPS_SLOT_SKIPPED);
     return count && advance(w, end) ? SPS_WAKE : SPS_OK;
 }
 
@@ -206,7 +211,7 @@ static int64_t publish_many(struct sps_writer *w, const char *data, const uint64
         uint64_t len = lengths != NULL ? lengths[i] : record;
         struct sps_slot *slot = begin_write(w, first + i);
         copy_in(slot->payload, data, len);
-        complete_slot(slot, first + i, len, 0);
+        complete_slot(&w->ring, slot, first + i, len, 0);
         data += len;
     }
     return count && advance(w, first + count) ? SPS_WAKE : (int64_t)first;
@@ -746,9 +751,25 @@ static uint64_t numbers_used(const struct sps_writer *w, uint64_t written, struc
     return next;
 }
 
-/* Every slot must hold the newest number below `next` that maps to it (e), complete and
- * trusted; anything else (torn, stale after a power cut, garbage, or not trusted to be on
- * disk) becomes a skip marker for e, which readers count as lost. */
+/* A complete slot of a ring file holds what its checksum says: after a power cut it may
+ * hold some pages of one message and some of the message that was overwriting it, under
+ * either one's sequence word. */
+static int slot_intact(const struct sps_ring *ring, const struct sps_slot *slot, uint64_t seq)
+{
+    if (!ring->checksums)
+        return 1;
+    uint32_t len = atomic_load_explicit(&slot->length, memory_order_relaxed);
+    uint32_t flags = atomic_load_explicit(&slot->flags, memory_order_relaxed);
+    if (len > ring->slot_capacity)
+        return 0;
+    uint64_t word = atomic_load_explicit(sps_checksum_word((struct sps_slot *)(uintptr_t)slot, len),
+                                         memory_order_relaxed);
+    return word == sps_slot_checksum(slot, seq, len, flags);
+}
+
+/* Every slot must hold the newest number below `next` that maps to it (e), complete, intact
+ * and trusted; anything else (torn, mixed, stale after a power cut, garbage, or not trusted to
+ * be on disk) becomes a skip marker for e, which readers count as lost. */
 static void repair(struct sps_writer *w, uint64_t next, uint64_t trusted_end, struct sps_recovery *out)
 {
     uint64_t n_slots = w->ring.slot_count;
@@ -764,15 +785,37 @@ static void repair(struct sps_writer *w, uint64_t next, uint64_t trusted_end, st
             }
             continue;
         }
-        if (s == 2 * e + 2 && e < trusted_end) {
+        if (s == 2 * e + 2 && !slot_intact(&w->ring, slot, s)) {
+            out->corrupt++;
+        } else if (s == 2 * e + 2 && e < trusted_end) {
             out->kept++;
             continue;
-        }
-        if (s == 2 * e + 2)
+        } else if (s == 2 * e + 2) {
             out->unflushed++;
-        complete_slot(begin_write(w, e), e, 0, SPS_SLOT_SKIPPED);
+        }
+        complete_slot(&w->ring, begin_write(w, e), e, 0, SPS_SLOT_SKIPPED);
         out->repaired++;
     }
+}
+
+/* Repairs every slot of a validated ring whose writer ended, and moves write_seq to where
+ * numbering continues. */
+static void recover(void *base, uint64_t size, const struct sps_header_info *info,
+                    uint64_t trusted_end, struct sps_recovery *out)
+{
+    struct sps_writer w;
+    memset(&w, 0, sizeof w);
+    w.ring.base = base;
+    w.ring.size = size;
+    w.ring.slot_count = info->slot_count;
+    w.ring.slot_mask = info->slot_count - 1;
+    w.ring.slot_stride = info->slot_stride;
+    w.ring.slot_capacity = info->slot_size;
+    w.ring.checksums = info->file_format == SPS_FILE_FORMAT;
+    uint64_t next = numbers_used(&w, info->write_seq, out);
+    repair(&w, next, trusted_end, out);
+    advance(&w, next);
+    out->next = next;
 }
 
 int sps_file_reopen(void *base, uint64_t size, uint64_t trusted_end, uint64_t epoch,
@@ -790,20 +833,18 @@ int sps_file_reopen(void *base, uint64_t size, uint64_t trusted_end, uint64_t ep
      * slot is rewritten with the writer's own protocol) and see write_seq only move forward. */
     atomic_store_explicit(&h->id.magic, 0, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
-
-    struct sps_writer w;
-    memset(&w, 0, sizeof w);
-    w.ring.base = base;
-    w.ring.size = size;
-    w.ring.slot_count = info.slot_count;
-    w.ring.slot_mask = info.slot_count - 1;
-    w.ring.slot_stride = info.slot_stride;
-    w.ring.slot_capacity = info.slot_size;
-    uint64_t next = numbers_used(&w, info.write_seq, out);
-    repair(&w, next, trusted_end, out);
-    advance(&w, next);
-    out->next = next;
-
+    recover(base, size, &info, trusted_end, out);
     sps_header_renew(h, epoch, publisher_pid, publisher_start_time, created_ns, boot_id);
+    return SPS_OK;
+}
+
+int sps_file_recover_copy(void *base, uint64_t size, uint64_t trusted_end, struct sps_recovery *out)
+{
+    memset(out, 0, sizeof *out);
+    struct sps_header_info info;
+    int rc = sps_header_read(base, size, &info);
+    if (rc != SPS_OK)
+        return rc;
+    recover(base, size, &info, trusted_end, out);
     return SPS_OK;
 }

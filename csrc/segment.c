@@ -14,33 +14,61 @@ static int is_power_of_two(uint64_t x)
     return x != 0 && (x & (x - 1)) == 0;
 }
 
-int sps_geometry(uint64_t slot_count, uint64_t slot_size,
-                 uint64_t *slot_stride, uint64_t *total_size)
+/* A slot holds its header, slot_size bytes of payload and, in ring files, the checksum word. */
+static int geometry(uint64_t slot_count, uint64_t slot_size, uint64_t trailer,
+                    uint64_t *slot_stride, uint64_t *total_size)
 {
     if (!is_power_of_two(slot_count) || slot_count > SPS_MAX_SLOT_COUNT)
         return SPS_E_GEOMETRY;
     if (slot_size > SPS_MAX_SLOT_SIZE)
         return SPS_E_GEOMETRY;
-    /* Both bounds keep these sums far from overflow (2^30 * (2^31 + 128) < 2^62). */
-    uint64_t stride = (SPS_SLOT_HEADER_SIZE + slot_size + SPS_SLOT_ALIGN - 1)
+    /* Both bounds keep these sums far from overflow (2^30 * (2^31 + 192) < 2^62). */
+    uint64_t stride = (SPS_SLOT_HEADER_SIZE + slot_size + trailer + SPS_SLOT_ALIGN - 1)
                       & ~(uint64_t)(SPS_SLOT_ALIGN - 1);
     *slot_stride = stride;
     *total_size = SPS_HEADER_SIZE + slot_count * stride;
     return SPS_OK;
 }
 
+int sps_geometry(uint64_t slot_count, uint64_t slot_size,
+                 uint64_t *slot_stride, uint64_t *total_size)
+{
+    return geometry(slot_count, slot_size, 0, slot_stride, total_size);
+}
+
+int sps_file_geometry(uint64_t slot_count, uint64_t slot_size,
+                      uint64_t *slot_stride, uint64_t *total_size)
+{
+    /* The checksum word sits at the payload's length rounded up to 8, so the largest
+     * payload, rounded up, is followed by the word itself. */
+    uint64_t room = ((slot_size + 7) & ~(uint64_t)7) - slot_size + SPS_CHECKSUM_SIZE;
+    return geometry(slot_count, slot_size, room, slot_stride, total_size);
+}
+
+/* The geometry of a ring whose file block declares `format` (0 in /dev/shm segments). */
+static int geometry_of(uint32_t format, uint64_t slot_count, uint64_t slot_size,
+                       uint64_t *slot_stride, uint64_t *total_size)
+{
+    if (format == 0)
+        return sps_geometry(slot_count, slot_size, slot_stride, total_size);
+    if (format == SPS_FILE_FORMAT)
+        return sps_file_geometry(slot_count, slot_size, slot_stride, total_size);
+    return SPS_E_FILE_FORMAT;
+}
+
 int sps_header_init(void *base, uint64_t size, uint64_t slot_count, uint64_t slot_size,
                     uint64_t epoch, int64_t publisher_pid, uint64_t publisher_start_time,
                     uint64_t created_ns)
 {
+    struct sps_shared_header *h = base;
     uint64_t stride, total;
-    int rc = sps_geometry(slot_count, slot_size, &stride, &total);
+    /* A zeroed mapping declares format 0; sps_header_init_file has set the ring file's. */
+    int rc = geometry_of(h->file.format, slot_count, slot_size, &stride, &total);
     if (rc != SPS_OK)
         return rc;
     if (size != total)
         return SPS_E_TOTAL;
 
-    struct sps_shared_header *h = base;
     h->id.layout_version = SPS_LAYOUT_VERSION;
     h->id.header_size = SPS_HEADER_SIZE;
     h->id.slot_count = slot_count;
@@ -73,8 +101,9 @@ static void copy_identity(struct sps_identity *id, const struct sps_shared_heade
            sizeof *id - sizeof id->magic);
 }
 
-/* Validates a private copy of the identity only: a field that changes under us cannot pass
- * one check and fail another. */
+/* Validates a private copy of the identity, and of the file block's format (which decides
+ * the geometry; the caller copies it into info->file_format), only: a field that changes
+ * under us cannot pass one check and fail another. */
 static int check_copy(const struct sps_identity *id, uint64_t size, struct sps_header_info *info)
 {
     info->layout_version = id->layout_version;
@@ -85,7 +114,10 @@ static int check_copy(const struct sps_identity *id, uint64_t size, struct sps_h
         return SPS_E_HEADER_SIZE;
 
     uint64_t stride, total;
-    if (sps_geometry(id->slot_count, id->slot_size, &stride, &total) != SPS_OK || id->slot_stride != stride)
+    int rc = geometry_of(info->file_format, id->slot_count, id->slot_size, &stride, &total);
+    if (rc == SPS_E_FILE_FORMAT)
+        return rc;
+    if (rc != SPS_OK || id->slot_stride != stride)
         return SPS_E_GEOMETRY;
     if (id->total_size != total || total != size)
         return SPS_E_TOTAL;
@@ -115,6 +147,7 @@ int sps_header_check(const struct sps_shared_header *h, uint64_t size, struct sp
 {
     struct sps_identity id;
     copy_identity(&id, h);
+    info->file_format = h->file.format;
     int rc = check_copy(&id, size, info);
     return rc == SPS_OK ? read_progress(h, info) : rc;
 }
@@ -151,6 +184,7 @@ int sps_header_read(const void *base, uint64_t size, struct sps_header_info *inf
     uint64_t epoch = atomic_load_explicit(epoch_word(h), memory_order_acquire);
     struct sps_identity id;
     copy_identity(&id, h);
+    info->file_format = h->file.format;
     atomic_thread_fence(memory_order_acquire);
     if (atomic_load_explicit(&h->id.magic, memory_order_acquire) != SPS_MAGIC
         || atomic_load_explicit(epoch_word(h), memory_order_relaxed) != epoch)
@@ -173,6 +207,9 @@ int sps_header_inspect(const void *base, uint64_t size, struct sps_header_info *
         return SPS_E_UNINITIALISED; /* zero magic, nothing written: a creator died at once */
     if (rc != SPS_OK)
         return rc;
+    const struct sps_shared_header *h = base;
+    if (h->file.topic[0] != '\0' && info->file_format != SPS_FILE_FORMAT)
+        return SPS_E_FILE_FORMAT; /* a ring file written before checksums: recovery needs them */
     sps_header_file(base, file);
     return SPS_OK;
 }
@@ -202,6 +239,7 @@ int sps_ring_init(struct sps_ring *ring, const void *base, uint64_t size)
     ring->slot_mask = info.slot_count - 1;
     ring->slot_stride = info.slot_stride;
     ring->slot_capacity = info.slot_size;
+    ring->checksums = info.file_format == SPS_FILE_FORMAT;
     return SPS_OK;
 }
 

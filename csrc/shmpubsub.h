@@ -91,6 +91,7 @@ struct sps_ring {
     uint64_t slot_mask;
     uint64_t slot_stride;     /* bytes per slot, slot header included */
     uint64_t slot_capacity;   /* largest payload */
+    int checksums;            /* 1 in ring files: a checksum word follows each message */
 };
 
 struct sps_writer {
@@ -172,6 +173,7 @@ struct sps_header_info {
     uint64_t created_ns;
     uint64_t write_seq;
     uint32_t closed;
+    uint32_t file_format;     /* 0, or SPS_FILE_FORMAT in a ring file (see sps_file_geometry) */
 };
 
 /* Segment geometry: stride and total size for a slot count and payload size. */
@@ -288,6 +290,15 @@ int sps_reader_topic_closed(struct sps_reader *r);
 #define SPS_STUB_SIZE 4096
 #define SPS_PATH_MAX 4064
 
+/* The format of ring files' slots, recorded in the file block (0 in /dev/shm segments, and
+ * in ring files written before it existed). Format 1: the publisher follows each message with
+ * a 64-bit word holding its CRC-32C (see sps_file_geometry); recovery checks it. A format
+ * change of ring files alone changes this number, not SPS_LAYOUT_VERSION. */
+#define SPS_FILE_FORMAT 1
+enum sps_file_format_status {
+    SPS_E_FILE_FORMAT = -31   /* a ring file of another format (the one found: file_format) */
+};
+
 enum sps_file_status {
     SPS_E_FILE_BACKED = -30   /* a file-backed topic's stub: its ring is in the file it names */
 };
@@ -296,6 +307,7 @@ struct sps_file_header_info {
     uint64_t flushed;         /* messages known to be on disk */
     unsigned char boot_id[16];/* SPS_BOOT_ID_SIZE */
     char topic[72];           /* SPS_TOPIC_MAX, NUL-terminated */
+    uint32_t format;          /* SPS_FILE_FORMAT, or 0 for a ring file written before formats */
 };
 
 struct sps_stub_info {
@@ -309,30 +321,50 @@ struct sps_recovery {
     uint64_t next;            /* where numbering continues: after every number any slot holds */
     uint64_t kept;            /* slots kept: complete messages (and skip markers) in place */
     uint64_t torn;            /* slots found half-written (odd sequence word) */
+    uint64_t corrupt;         /* complete messages whose checksum did not match (mixed pages) */
     uint64_t unflushed;       /* complete messages dropped: numbered at or after trusted_end */
     uint64_t repaired;        /* slots rewritten: as skip markers (counted lost), or emptied */
 };
 
-/* Writes a fresh header for a file-backed ring: the file block, then as sps_header_init. */
+/* Ring files' geometry: as sps_geometry, with room after the largest payload (rounded up to
+ * 8 bytes) for the checksum word. A message of n bytes has its checksum word at payload offset
+ * n rounded up to 8: the CRC-32C of the slot header as completed (seq 2n+2, length, flags)
+ * followed by the payload, in the word's low 32 bits. */
+int sps_file_geometry(uint64_t slot_count, uint64_t slot_size,
+                      uint64_t *slot_stride, uint64_t *total_size);
+/* CRC-32C of data, continuing crc (0 to start), as zlib's crc32 does for CRC-32: SSE4.2's
+ * instruction where the CPU has it, else the portable table (which _portable always uses). */
+uint32_t sps_crc32c(uint32_t crc, const void *data, uint64_t len);
+uint32_t sps_crc32c_portable(uint32_t crc, const void *data, uint64_t len);
+/* 1 if sps_crc32c uses the CPU's instruction. */
+int sps_crc32c_hardware(void);
+/* Writes a fresh header for a file-backed ring (format SPS_FILE_FORMAT, whose geometry is
+ * sps_file_geometry's): the file block, then as sps_header_init. */
 int sps_header_init_file(void *base, uint64_t size, uint64_t slot_count, uint64_t slot_size,
                          uint64_t epoch, int64_t publisher_pid, uint64_t publisher_start_time,
                          uint64_t created_ns, const char *topic, const unsigned char *boot_id);
 /* For the holder of the single-writer lock: validates like sps_header_read, but also accepts
- * a zero magic if everything else validates (a writer died while opening the ring), and
- * checks the sequence numbers. Fills *info and *file. */
+ * a zero magic if everything else validates (a writer died while opening the ring), checks
+ * the sequence numbers, and refuses a ring file of a format other than SPS_FILE_FORMAT
+ * (SPS_E_FILE_FORMAT). Fills *info and *file. */
 int sps_header_inspect(const void *base, uint64_t size, struct sps_header_info *info,
                        struct sps_file_header_info *file);
 /* The file block of a validated header. */
 void sps_header_file(const void *base, struct sps_file_header_info *file);
 /* Reopens a ring after its writer ended (closed, killed, or the machine lost power), for the
  * holder of the single-writer lock. With the magic withdrawn (attaching readers wait): every
- * slot must hold the newest message numbered below `next` that maps to it, else it becomes a
- * skip marker for that number; complete messages numbered at or after trusted_end are not
+ * slot must hold the newest message numbered below `next` that maps to it, complete and as its
+ * checksum says, else it becomes a skip marker for that number (a checksum that does not match
+ * counts in `corrupt`); complete messages numbered at or after trusted_end are not
  * trusted (they may not have reached the disk) and become markers too; write_seq := next.
  * Then the identity is renewed and the magic restored. */
 int sps_file_reopen(void *base, uint64_t size, uint64_t trusted_end, uint64_t epoch,
                     int64_t publisher_pid, uint64_t publisher_start_time, uint64_t created_ns,
                     const unsigned char *boot_id, struct sps_recovery *out);
+/* The same repair in a private (copy-on-write) mapping of a ring file whose publisher is
+ * gone, so that its readers take exactly what a new publisher would keep (and count the rest
+ * lost): neither the file nor the identity changes. */
+int sps_file_recover_copy(void *base, uint64_t size, uint64_t trusted_end, struct sps_recovery *out);
 /* msync(MS_SYNC) of the whole mapping; then records that the messages completed before it
  * are on disk, and syncs that record (the header page). *flushed gets their count. With
  * if_new, does nothing if no message was published since the last flush. 0, or a negative

@@ -776,6 +776,27 @@ def test_tail_path_reads_a_file_whose_publisher_is_gone(dead_file: tuple[str, Pa
     assert result.returncode == 1 and f"holds the ring of topic {topic!r}" in result.stderr
 
 
+def test_tail_path_reads_a_dead_file_as_a_restart_would_keep_it(dead_file: tuple[str, Path]) -> None:
+    """A hole (a slot whose page the disk never got) and a damaged message are what recovery
+    drops: tail counts them lost instead of printing them (or waiting at the hole for ever);
+    the file is left as it was."""
+    _, path = dead_file
+    stride = _core.geometry(8, 64, ring_file=True)[0]
+    image = bytearray(path.read_bytes())
+    hole, damaged = _core.HEADER_SIZE + 1 * stride, _core.HEADER_SIZE + 3 * stride
+    image[hole : hole + 8] = bytes(8)  # message 1's sequence word: never written
+    image[damaged + 16] ^= 1  # the first byte of message 3
+    path.write_bytes(image)
+    result = run_cli("tail", "-n", "6", "--path", str(path))
+    assert result.returncode == 0
+    assert result.stdout == "0 message 0\n2 message 2\n4 message 4\n5 not flushed\n"
+    assert [line.split(" (")[0] for line in result.stderr.splitlines()] == [
+        "shmpubsub: lost 1 messages before seq 2",
+        "shmpubsub: lost 1 messages before seq 4",
+    ]
+    assert path.read_bytes() == image
+
+
 def test_ls_and_gc_of_a_file_backed_topic_keep_the_file(dead_file: tuple[str, Path]) -> None:
     topic, path = dead_file
     row = next(line for line in run_cli("ls").stdout.splitlines() if line.startswith(topic + " "))

@@ -13,6 +13,7 @@ import contextlib
 import json
 import mmap
 import os
+import platform
 import random
 import shutil
 import signal
@@ -31,9 +32,13 @@ from helpers import time_limit
 
 import shmpubsub as sps
 from shmpubsub import _core, admin, filebacked
+from shmpubsub._ffi import ffi, lib
 from shmpubsub.names import PREFIX, SHM_DIR
 
 PAGE = mmap.PAGESIZE
+# Where layout.h puts a slot's fields (from the slot's start), and the file block's format.
+SEQ, LENGTH, FLAGS, PAYLOAD = 0, 8, 12, lib.SPS_SLOT_HEADER_SIZE
+FILE_FORMAT_AT = 256 + 8 + lib.SPS_BOOT_ID_SIZE + lib.SPS_TOPIC_MAX  # after flushed, boot id, topic
 
 
 def payload(seq: int, size: int = 64) -> bytes:
@@ -113,7 +118,7 @@ def test_close_keeps_the_file_flushed_and_marked_closed(topic: str, tmp_path: Pa
         assert [m.seq for m in sub] == list(range(4, 20))
         assert (sub.end_reason, sub.lost) == ("closed", 0)
     with sps.Publisher(topic, slots=16, slot_size=64, path=path) as pub:
-        assert pub.recovery == _core.Recovery(next=20, kept=16, torn=0, unflushed=0, repaired=0)
+        assert pub.recovery == _core.Recovery(next=20, kept=16, torn=0, corrupt=0, unflushed=0, repaired=0)
         assert pub.publish(b"next") == 20
 
 
@@ -271,7 +276,7 @@ def check_durability(topic: str, path: Path, tmp_path: Path) -> None:
     with sps.Subscriber(topic, start="oldest") as sub:  # by name too: its stub outlived it
         assert len(drain(sub)) == 40
     with sps.Publisher(topic, slots=64, slot_size=64, path=path) as pub:  # takes the name over
-        assert pub.recovery == _core.Recovery(next=40, kept=40, torn=0, unflushed=0, repaired=0)
+        assert pub.recovery == _core.Recovery(next=40, kept=40, torn=0, corrupt=0, unflushed=0, repaired=0)
         assert pub.publish(b"after") == 40
 
 
@@ -311,7 +316,7 @@ def simulated_power_cut(flushed: bytes, current: bytes, from_current: list[bool]
 def test_a_power_cut_keeps_what_was_flushed(
     topic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int | str
 ) -> None:
-    slots, size = 64, 240  # 256-byte slots: 16 to a page, none straddling two
+    slots, size = 64, 232  # 256-byte slots (with the checksum word): 16 to a page, none straddling two
     path, cut = tmp_path / "r.ring", tmp_path / "after-the-cut.ring"
     with sps.Publisher(topic, slots=slots, slot_size=size, path=path) as pub:
         for seq in range(100):
@@ -359,7 +364,179 @@ def test_after_a_crash_in_the_same_boot_everything_complete_is_kept(topic: str, 
         image = path.read_bytes()  # what the page cache holds when the process dies
     path.write_bytes(image)  # as if the close never happened (it flushed and marked closed)
     with sps.Publisher(topic, slots=16, slot_size=64, path=path) as pub:
-        assert pub.recovery == _core.Recovery(next=40, kept=16, torn=0, unflushed=0, repaired=0)
+        assert pub.recovery == _core.Recovery(next=40, kept=16, torn=0, corrupt=0, unflushed=0, repaired=0)
+
+
+# -- slot checksums ----------------------------------------------------------------------------
+
+
+def crc32c(data: bytes, crc: int = 0) -> int:
+    """CRC-32C by its definition, bit by bit (reflected polynomial 0x82F63B78)."""
+    crc ^= 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
+
+
+def slot_offset(n: int, slots: int, stride: int) -> int:
+    return _core.HEADER_SIZE + (n % slots) * stride
+
+
+def checksum_at(length: int) -> int:
+    """Where a message of *length* bytes has its checksum word, from the slot's start."""
+    return PAYLOAD + (length + 7) // 8 * 8
+
+
+def cpu_has_sse42() -> bool:
+    with open("/proc/cpuinfo") as cpuinfo:
+        return any(line.startswith("flags") and " sse4_2" in line for line in cpuinfo)
+
+
+def test_crc32c_in_both_implementations() -> None:
+    if platform.machine() == "x86_64" and cpu_has_sse42():  # else the table would pass for both
+        assert lib.sps_crc32c_hardware() == 1
+    assert lib.sps_crc32c(0, b"123456789", 9) == 0xE3069283  # the standard check value
+    data = random.Random(7).randbytes(200)
+    buffer = ffi.from_buffer(data)
+    for start in range(9):  # every alignment of the 8-byte steps
+        for length in [*range(40), 123, 200 - start]:
+            expected = crc32c(data[start : start + length])
+            assert lib.sps_crc32c(0, buffer + start, length) == expected, (start, length)
+            assert lib.sps_crc32c_portable(0, buffer + start, length) == expected, (start, length)
+    half = lib.sps_crc32c(0, buffer, 77)
+    assert lib.sps_crc32c(half, buffer + 77, 123) == crc32c(data)  # it continues, as zlib.crc32 does
+
+
+def test_each_slot_of_a_ring_file_carries_the_checksum_of_its_message(topic: str, tmp_path: Path) -> None:
+    slots, size = 16, 100
+    stride, total = _core.geometry(slots, size, ring_file=True)
+    path = tmp_path / "r.ring"
+    lengths = [0, 1, 7, 8, 9, 63, 64, 100]
+    with sps.Publisher(topic, slots=slots, slot_size=size, path=path) as pub:
+        for seq, length in enumerate(lengths):
+            pub.publish(payload(seq + 1, length))
+        with pub.loan(50) as buf:  # a loan's checksum is taken when it is committed
+            buf[:] = payload(9, 50)
+        pub.publish_many([payload(seq + 1, 30) for seq in range(9, 12)])
+        pub.skip(2)  # markers carry one too
+        image = path.read_bytes()
+    assert len(image) == total
+    lengths += [50, 30, 30, 30, 0, 0]
+    for seq, length in enumerate(lengths):
+        slot = image[slot_offset(seq, slots, stride) :][:stride]
+        head = (2 * seq + 2).to_bytes(8, "little") + length.to_bytes(4, "little") + slot[FLAGS : FLAGS + 4]
+        assert slot[:FLAGS] == head[:FLAGS]
+        assert int.from_bytes(slot[FLAGS : FLAGS + 4], "little") == (1 if seq >= 12 else 0)  # skipped
+        word = int.from_bytes(slot[checksum_at(length) :][:8], "little")
+        assert word == crc32c(head + slot[PAYLOAD : PAYLOAD + length]), seq
+
+
+def test_only_ring_files_pay_for_checksums(topic: str, tmp_path: Path) -> None:
+    """/dev/shm rings keep their geometry, and no checksum is written into them."""
+    assert _core.geometry(8, 48) == (64, _core.HEADER_SIZE + 8 * 64)  # 16 + 48: one cache line
+    assert _core.geometry(8, 48, ring_file=True) == (128, _core.HEADER_SIZE + 8 * 128)  # + the word
+    assert _core.geometry(8, 100, ring_file=True) == _core.geometry(8, 100)  # it fits the padding
+    with sps.Publisher(topic, slots=8, slot_size=100) as pub:
+        for seq in range(8):
+            pub.publish(payload(seq + 1, 100 - seq))
+        image = Path(SHM_DIR, PREFIX + topic).read_bytes()
+    stride = _core.geometry(8, 100)[0]
+    for seq in range(8):
+        at = slot_offset(seq, 8, stride) + checksum_at(100 - seq)
+        assert image[at : at + 8] == bytes(8)
+
+
+@pytest.mark.parametrize("overwrite", ["complete", "half-written"])
+@pytest.mark.parametrize("new_pages", range(8), ids=lambda m: f"new-pages-{m:03b}")
+def test_a_power_cut_while_a_flushed_slot_was_overwritten(
+    topic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overwrite: str, new_pages: int
+) -> None:
+    """Message 0 was flushed; message 8 was overwriting its slot (three pages) when the power
+    went. The disk holds each of those pages either old or new (bit i of *new_pages*: page i
+    new; page 0 starts with the sequence word). Recovery must never keep a mix of the two."""
+    slots, size = 8, 3 * PAGE - PAYLOAD - 8  # with its checksum word, a slot is three whole pages
+    assert _core.geometry(slots, size, ring_file=True)[0] == 3 * PAGE
+    path, cut = tmp_path / "r.ring", tmp_path / "after-the-cut.ring"
+    with sps.Publisher(topic, slots=slots, slot_size=size, path=path) as pub:
+        for seq in range(8):
+            pub.publish(payload(seq + 1, size))
+        assert pub.flush() == 8
+        on_disk = path.read_bytes()
+        if overwrite == "complete":
+            pub.publish(payload(9, size))
+        else:
+            offset = pub._writer.loan(size)
+            pub._view[offset : offset + size] = payload(9, size)
+        in_memory = path.read_bytes()
+        if overwrite != "complete":
+            pub._writer.abort()
+    from_current = [False] * (len(in_memory) // PAGE)  # the header page too: flushed = 8
+    for i in range(3):
+        from_current[1 + i] = bool(new_pages >> i & 1)
+    cut.write_bytes(simulated_power_cut(on_disk, in_memory, from_current))
+    monkeypatch.setattr(filebacked._proc, "boot_id", lambda: os.urandom(16))  # the machine rebooted
+    with sps.Subscriber(path=cut, start="oldest") as sub:  # before a restart: what it will keep
+        before = [(m.seq, m.data) for m in drain(sub)]
+        lost_before = sub.lost
+
+    with sps.Publisher(topic, slots=slots, slot_size=size, path=cut) as pub:
+        recovery = pub.recovery
+        assert recovery is not None
+        seq_word_new, mixed = bool(new_pages & 1), new_pages not in (0, 0b111)
+        if not seq_word_new:  # message 0 complete, and its own pages or a mix
+            expected = {"corrupt": int(mixed), "torn": 0, "unflushed": 0}
+        elif overwrite == "complete":  # message 8 complete, and its own pages or a mix
+            expected = {"corrupt": int(mixed), "torn": 0, "unflushed": int(not mixed)}
+        else:  # message 8 half-written
+            expected = {"corrupt": 0, "torn": 1, "unflushed": 0}
+        assert {k: getattr(recovery, k) for k in expected} == expected
+        assert recovery.kept == 8 - (new_pages != 0)
+        with sps.Subscriber(topic, start="oldest") as sub:
+            got = drain(sub)
+            assert all(m.data == payload(m.seq + 1, size) for m in got)  # never a mix
+            assert [m.seq for m in got] == list(range(0 if new_pages == 0 else 1, 8))
+            assert len(got) + sub.lost == 8
+            assert ([(m.seq, m.data) for m in got], sub.lost) == (before, lost_before)
+
+
+@pytest.mark.parametrize("where", ["payload-first", "payload-last", "length", "flags", "checksum", "padding"])
+def test_a_damaged_slot_in_a_closed_ring_file_is_dropped_and_counted(
+    topic: str, tmp_path: Path, where: str
+) -> None:
+    slots, size, length, victim = 8, 100, 60, 6
+    stride = _core.geometry(slots, size, ring_file=True)[0]
+    path = tmp_path / "r.ring"
+    with sps.Publisher(topic, slots=slots, slot_size=size, path=path) as pub:
+        for seq in range(12):
+            pub.publish(payload(seq + 1, length))
+    image = bytearray(path.read_bytes())
+    at = slot_offset(victim, slots, stride) + {
+        "payload-first": PAYLOAD,
+        "payload-last": PAYLOAD + length - 1,
+        "length": LENGTH,
+        "flags": FLAGS,  # bit 0 set: it now claims to be a skip marker
+        "checksum": checksum_at(length),
+        "padding": checksum_at(length) + 8,  # beyond the message and its checksum: harmless
+    }[where]
+    image[at] ^= 1
+    path.write_bytes(image)
+    damaged = int(where != "padding")
+    expected = [seq for seq in range(4, 12) if not (damaged and seq == victim)]
+    with sps.Subscriber(path=path, start="oldest") as sub:  # with no publisher: the same
+        assert [m.seq for m in sub] == expected
+        assert (sub.lost, sub.end_reason) == (damaged, "closed")
+    assert path.read_bytes() == image  # reading repaired a private copy only
+    with sps.Publisher(topic, slots=slots, slot_size=size, path=path) as pub:
+        assert pub.recovery == _core.Recovery(
+            next=12, kept=8 - damaged, torn=0, corrupt=damaged, unflushed=0, repaired=damaged
+        )
+        with sps.Subscriber(topic, start="oldest") as sub:
+            got = drain(sub)
+            assert [m.seq for m in got] == expected
+            assert all(m.data == payload(m.seq + 1, length) for m in got)
+            assert sub.lost == damaged
 
 
 # -- files that are not valid rings -----------------------------------------------------------
@@ -414,6 +591,32 @@ def test_a_shm_segment_or_a_stub_copied_to_a_file_is_no_ring_file(topic: str, tm
     with sps.Publisher(topic, slots=8, slot_size=64, path=tmp_path / "r.ring"):
         path.write_bytes(Path(SHM_DIR, PREFIX + topic).read_bytes())
     refused(topic, path, sps.InvalidSegment, "file-backed")
+
+
+def test_a_ring_file_of_an_older_format_is_refused_for_writing(topic: str, tmp_path: Path) -> None:
+    """A ring file written before slots had checksums (format 0; slot_size=64 lays it out the
+    same) cannot be recovered: it is refused, and left for subscribers to read."""
+    path = tmp_path / "r.ring"
+    image = bytearray(closed_ring(topic, path))
+    assert int.from_bytes(image[FILE_FORMAT_AT : FILE_FORMAT_AT + 4], "little") == _core.FILE_FORMAT == 1
+    image[FILE_FORMAT_AT : FILE_FORMAT_AT + 4] = bytes(4)
+    path.write_bytes(image)
+    older = r"written by an older shmpubsub, whose slots carry no checksums.*left unchanged"
+    with pytest.raises(sps.InvalidSegment, match=older):
+        sps.Publisher(topic, path=path, slots=8, slot_size=64)
+    assert path.read_bytes() == image
+    with sps.Subscriber(path=path, start="oldest") as sub:
+        assert [m.data for m in sub] == [payload(seq) for seq in range(5)]
+    with sps.Publisher(topic, path=path, slots=8, slot_size=64, overwrite=True) as pub:
+        assert (pub.published, pub.recovery) == (0, None)
+
+
+def test_a_ring_file_of_an_unknown_format_is_refused(topic: str, tmp_path: Path) -> None:
+    path = tmp_path / "r.ring"
+    image = bytearray(closed_ring(topic, path))
+    image[FILE_FORMAT_AT] = 2
+    path.write_bytes(image)
+    refused(topic, path, sps.InvalidSegment, "incompatible shmpubsub \\(ring file format 2\\).*unchanged")
 
 
 def test_another_geometry_or_topic_is_refused(topic: str, tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ _HEADER_ERRORS: Final = {
 }
 
 
-def _header_error(rc: int, what: str, version: int) -> InvalidSegment:
+def _header_error(rc: int, what: str, version: int, file_format: int = 0) -> InvalidSegment:
     if rc == lib.SPS_E_UNINITIALISED:
         return HeaderNotReady(f"{what} is not initialised (its creator is still starting, or died)")
     if rc == lib.SPS_E_MAGIC:
@@ -123,11 +123,22 @@ def _header_error(rc: int, what: str, version: int) -> InvalidSegment:
             f"{what} has layout version {version}; this shmpubsub speaks version "
             f"{LAYOUT_VERSION} (publisher and subscriber must run compatible versions)"
         )
+    if rc == lib.SPS_E_FILE_FORMAT:
+        written = (
+            "an older shmpubsub, whose slots carry no checksums"
+            if file_format == 0
+            else f"an incompatible shmpubsub (ring file format {file_format})"
+        )
+        return InvalidSegment(
+            f"{what} is a ring file written by {written}; this shmpubsub reads and writes ring file "
+            f"format {FILE_FORMAT}"
+        )
     return InvalidSegment(f"{what} {_HEADER_ERRORS.get(rc, f'is invalid (code {rc})')}")
 
 
-def geometry(slot_count: int, slot_size: int) -> tuple[int, int]:
-    """(slot stride, total segment size) for a ring; InvalidArgument if out of range."""
+def geometry(slot_count: int, slot_size: int, ring_file: bool = False) -> tuple[int, int]:
+    """(slot stride, total segment size) for a ring, in /dev/shm or, with *ring_file*, in a file
+    (whose slots have room for a checksum); InvalidArgument if out of range."""
     if not isinstance(slot_count, int) or not isinstance(slot_size, int):
         raise InvalidType("slots and slot_size must be integers")
     if not 1 <= slot_count <= MAX_SLOT_COUNT or slot_count & (slot_count - 1):
@@ -138,7 +149,8 @@ def geometry(slot_count: int, slot_size: int) -> tuple[int, int]:
         raise InvalidArgument(f"slot_size must be between 0 and {MAX_SLOT_SIZE} bytes, not {slot_size}")
     stride = ffi.new("uint64_t *")
     total = ffi.new("uint64_t *")
-    if lib.sps_geometry(slot_count, slot_size, stride, total) != lib.SPS_OK:  # pragma: no cover
+    layout = lib.sps_file_geometry if ring_file else lib.sps_geometry
+    if layout(slot_count, slot_size, stride, total) != lib.SPS_OK:  # pragma: no cover
         raise InvalidArgument(f"no ring of {slot_count} slots of {slot_size} bytes")
     return int(stride[0]), int(total[0])
 
@@ -173,7 +185,7 @@ def read_header(base: Any, size: int, what: str) -> HeaderInfo:
     info = ffi.new("struct sps_header_info *")
     rc = lib.sps_header_read(base, size, info)
     if rc != lib.SPS_OK:
-        raise _header_error(rc, what, info.layout_version)
+        raise _header_error(rc, what, info.layout_version, info.file_format)
     return _header_info(info)
 
 
@@ -717,6 +729,8 @@ STUB_SIZE: Final[int] = lib.SPS_STUB_SIZE
 PATH_MAX: Final[int] = lib.SPS_PATH_MAX
 #: Trust every complete message when reopening a ring (see reopen).
 TRUST_ALL: Final = 2**64 - 1
+#: The format of ring files this build writes (slots with checksums) and reopens.
+FILE_FORMAT: Final[int] = lib.SPS_FILE_FORMAT
 
 
 @dataclass(frozen=True)
@@ -726,17 +740,21 @@ class FileHeaderInfo:
     flushed: int
     boot_id: bytes
     topic: str
+    format: int
 
 
 @dataclass(frozen=True)
 class Recovery:
     """What reopening a ring file found: where numbering continues (``next``), the slots kept
-    intact, found half-written (``torn``), dropped because they were not known to be on disk
-    (``unflushed``), and rewritten (``repaired``: as skip markers, which subscribers count lost)."""
+    intact, found half-written (``torn``), complete but not holding what their checksum says
+    (``corrupt``: pages of two messages mixed by a power cut, or damaged on disk), dropped
+    because they were not known to be on disk (``unflushed``), and rewritten (``repaired``: as
+    skip markers, which subscribers count lost)."""
 
     next: int
     kept: int
     torn: int
+    corrupt: int
     unflushed: int
     repaired: int
 
@@ -755,6 +773,7 @@ def _file_info(info: Any) -> FileHeaderInfo:
         flushed=int(info.flushed),
         boot_id=bytes(ffi.buffer(info.boot_id)),
         topic=ffi.string(info.topic).decode(errors="replace"),
+        format=int(info.format),
     )
 
 
@@ -793,7 +812,7 @@ def inspect_header(base: Any, size: int, what: str) -> tuple[HeaderInfo, FileHea
     file = ffi.new("struct sps_file_header_info *")
     rc = lib.sps_header_inspect(base, size, info, file)
     if rc != lib.SPS_OK:
-        raise _header_error(rc, what, info.layout_version)
+        raise _header_error(rc, what, info.layout_version, info.file_format)
     return _header_info(info), _file_info(file)
 
 
@@ -823,7 +842,23 @@ def reopen(
     rc = lib.sps_file_reopen(base, size, trusted_end, epoch, pid, start_time, created_ns, boot, out)
     if rc != lib.SPS_OK:
         raise _header_error(rc, what, 0)
-    return Recovery(int(out.next), int(out.kept), int(out.torn), int(out.unflushed), int(out.repaired))
+    return _recovery(out)
+
+
+def _recovery(out: Any) -> Recovery:
+    return Recovery(
+        int(out.next), int(out.kept), int(out.torn), int(out.corrupt), int(out.unflushed), int(out.repaired)
+    )
+
+
+def recover_copy(base: Any, size: int, what: str, *, trusted_end: int) -> Recovery:
+    """Repairs a private copy-on-write mapping of a ring file whose publisher is gone, as
+    :func:`reopen` would repair the file; the file is untouched (sps_file_recover_copy)."""
+    out = ffi.new("struct sps_recovery *")
+    rc = lib.sps_file_recover_copy(base, size, trusted_end, out)
+    if rc != lib.SPS_OK:
+        raise _header_error(rc, what, 0)
+    return _recovery(out)
 
 
 def flush(base: Any, size: int, what: str, only_if_new: bool = False) -> int:

@@ -118,7 +118,7 @@ class RingFile:
         try:
             existing = None if created else _validate(segment, topic, slots, slot_size, overwrite)
             if existing is None:
-                _, total = _core.geometry(slots, slot_size)
+                _, total = _core.geometry(slots, slot_size, ring_file=True)
                 if not created:
                     log.warning("%s: replacing it with a fresh ring (overwrite=True)", path)
                     os.ftruncate(segment.fileno(), 0)  # nothing of the old content survives
@@ -153,14 +153,9 @@ class RingFile:
             recovery = None
         else:
             header, file = self._existing
-            # Same boot: the page cache held everything, whatever the process suffered. A clean
-            # close flushed everything before setting `closed`. Otherwise (the machine went down
-            # meanwhile) only what a flush recorded is known to have reached the disk.
-            same_boot = boot == file.boot_id and any(boot)
-            trusted = _core.TRUST_ALL if same_boot or header.closed else file.flushed
             recovery = _core.reopen(
-                base, self._size, self.path, trusted_end=trusted, epoch=epoch, pid=pid,
-                start_time=start_time, boot_id=boot, created_ns=created_ns,
+                base, self._size, self.path, trusted_end=_trusted_end(header, file, boot), epoch=epoch,
+                pid=pid, start_time=start_time, boot_id=boot, created_ns=created_ns,
             )
             log.info("%s: reopened at message %d (%s)", self.path, recovery.next, recovery)
         self.flush()
@@ -363,6 +358,37 @@ def _validate(
     hint = "it was left unchanged; pass overwrite=True to replace it with a fresh ring"
     refusal = InvalidArgument if isinstance(problem, InvalidArgument) else InvalidSegment
     raise refusal(f"{problem}; {hint}") from None
+
+
+def _trusted_end(header: _core.HeaderInfo, file: _core.FileHeaderInfo, boot: bytes) -> int:
+    """How far the complete messages of a ring file whose writer ended can be trusted to be
+    on disk. In the same boot the page cache held everything, whatever the process suffered;
+    a clean close flushed everything before setting `closed`. Otherwise (the machine went down
+    meanwhile) only what a flush recorded is known to have reached the disk."""
+    same_boot = boot == file.boot_id and any(boot)
+    return _core.TRUST_ALL if same_boot or header.closed else file.flushed
+
+
+def recovered_copy(segment: Segment, base: Any) -> tuple[Any, _core.HeaderInfo]:
+    """For a reader of a ring file whose publisher is gone: remaps it privately (copy on write)
+    and repairs that copy as a new publisher would repair the file, so the reader takes exactly
+    what a restart would keep (checksums verified) and counts the rest lost; the file is left
+    as it is. *base* points into the segment's present mapping, which this replaces. Returns
+    the new (pointer, header)."""
+    _core.release(base)
+    segment.unmap()
+    mapping = segment.map_copy()
+    base = _core.pointer_to(mapping, writable=True)
+    try:
+        header = _core.read_header(base, len(mapping), segment.what)
+        trusted = _trusted_end(header, _core.file_header(base), _proc.boot_id())
+        recovery = _core.recover_copy(base, len(mapping), segment.what, trusted_end=trusted)
+        if recovery.repaired:
+            log.info("%s: its publisher is gone; reading it repaired (%s)", segment.path, recovery)
+        return base, _core.read_header(base, len(mapping), segment.what)
+    except BaseException:
+        _core.release(base)
+        raise
 
 
 def _sync_directory(path: str) -> None:

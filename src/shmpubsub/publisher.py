@@ -87,7 +87,7 @@ class Publisher(Handle):
             )
         filebacked.check_options(path, overwrite, flush_every, flush_interval)
         ring_path = None if path is None else filebacked.ring_path(path)
-        _, total = _core.geometry(slots, slot_size)
+        _, total = _core.geometry(slots, slot_size, ring_file=path is not None)
         control_total = _core.control_geometry(max_subscribers)
         sockets = wakeup.socket_dir()
         wakeup.sweep_dead_sockets(sockets)

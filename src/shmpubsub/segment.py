@@ -292,6 +292,15 @@ class Segment:
             raise _refusal(e, f"cannot map {self.what}") from None
         return self._mapping
 
+    def map_copy(self) -> mmap.mmap:
+        """Maps the segment copy-on-write (MAP_PRIVATE), as :meth:`map` otherwise would: the
+        mapping is writable, but what is written stays in this process and never reaches the
+        segment (or file), even one opened read-only."""
+        if self._mapping is None:
+            length = self._length if self._length is not None else self.nbytes
+            self._mapping = mmap.mmap(self.fileno(), length, access=mmap.ACCESS_COPY, offset=self.offset)
+        return self._mapping
+
     @property
     def mapping(self) -> mmap.mmap:
         if self._mapping is None:

@@ -162,7 +162,9 @@ class Subscriber(Handle):
                 self._base, self.header = _attach(self._segment)
             if self._segment.name is None:
                 self.topic = filebacked.file_topic(self._base, self._segment, topic)
-            self._mapping_view = memoryview(self._segment.mapping)
+                if not self._segment.lock_held():  # its publisher is gone: read what a restart keeps
+                    self._base, self.header = filebacked.recovered_copy(self._segment, self._base)
+            self._mapping_view = memoryview(self._segment.mapping).toreadonly()
             self._reader = _core.Reader(
                 self._base,
                 self.header.total_size,
