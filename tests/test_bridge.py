@@ -26,6 +26,7 @@ from helpers import Children, get_result, time_limit
 
 from shmpubsub import (
     InvalidArgument,
+    InvalidSegment,
     InvalidType,
     Message,
     Publisher,
@@ -91,18 +92,21 @@ def attach(
     """A subscriber of local topic *name* once the inbound bridge created it (publishing warm-up
     messages meanwhile, so that the bridge receives something)."""
     deadline = time.monotonic() + timeout
+    last: Exception | None = None
     while True:
         tick()
         try:
             sub = Subscriber(name)
         except TopicNotFound:
             sub = None
+        except InvalidSegment as e:  # being (re-)created by the bridge just now: attach again
+            sub, last = None, e
         if sub is not None:
             if sub.epoch != not_epoch:
                 return sub
             sub.close()
         if time.monotonic() > deadline:
-            pytest.fail(f"local topic {name!r} not created within {timeout} s")
+            pytest.fail(f"local topic {name!r} not created within {timeout} s (last error: {last})")
         if results is not None and not results.empty():
             get_result(results, 1, "a bridge")  # fails the test with the child's error
         time.sleep(0.02)
