@@ -274,7 +274,7 @@ def _claim_file(topic: str, path: str, mode: int) -> tuple[Segment, bool]:
         except TopicExists:
             pass
         else:
-            if _lock_new(segment):
+            if segment.lock_new(_STARTUP_GRACE):
                 return segment, True
             segment.close()
             raise TopicExists(f"{path} was created by another publisher at the same moment")
@@ -298,15 +298,6 @@ def _claim_file(topic: str, path: str, mode: int) -> tuple[Segment, bool]:
                 continue
         return existing, False
     raise TopicExists(f"{path}: could not claim it after {_CLAIM_ATTEMPTS} attempts (contention)")
-
-
-def _lock_new(segment: Segment) -> bool:
-    deadline = time.monotonic() + _STARTUP_GRACE
-    while not segment.lock():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.001)
-    return True
 
 
 def _owner(segment: Segment) -> str:

@@ -377,7 +377,7 @@ def _claim(topic: str, mode: int) -> Segment:
         except TopicExists:
             pass
         else:
-            if _lock_new(segment):
+            if segment.lock_new(_STARTUP_GRACE):
                 return segment
             segment.close()  # someone probed it in the instant before our lock; retry
             continue
@@ -421,16 +421,6 @@ def _create_control(topic: str, mode: int) -> Segment:
     except TopicExists:
         _remove_control(topic)
         return Segment.create(topic, mode, suffix=CONTROL_SUFFIX)
-
-
-def _lock_new(segment: Segment) -> bool:
-    """Locks a segment we just created; a probing contender holds it only briefly."""
-    deadline = time.monotonic() + _STARTUP_GRACE
-    while not segment.lock():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.001)
-    return True
 
 
 def _initialised(segment: Segment) -> bool:

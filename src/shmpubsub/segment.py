@@ -40,6 +40,7 @@ import errno
 import mmap
 import os
 import stat
+import time
 from typing import Any
 
 import posix_ipc
@@ -427,6 +428,16 @@ class Segment:
         """Takes the single-writer lock (an OFD lock, dropped by the kernel when the owner dies).
         True if taken, False if another process holds it."""
         return _core.lock_take(self.fileno())
+
+    def lock_new(self, grace: float) -> bool:
+        """Locks a segment we just created, retrying for up to *grace* seconds: a contender
+        probing it (to judge whether its owner died) holds the lock only briefly."""
+        deadline = time.monotonic() + grace
+        while not self.lock():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
+        return True
 
     def lock_held(self) -> bool:
         """True if some other open file description holds the single-writer lock."""
