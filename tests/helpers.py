@@ -3,9 +3,12 @@ from children, time limits on calls that must not hang, and segments written by 
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import queue
 import signal
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -57,7 +60,9 @@ def check_drained(got: list[int], k: int) -> None:
 
 class Children:
     """Starts child processes and guarantees none outlives the test: join() fails the test if a
-    child overstays (after killing it), and leaving the block kills whatever still runs."""
+    child overstays (after killing it), and leaving the block kills whatever still runs. When
+    the block fails, the children still running first print their threads' stacks to stderr,
+    so that a hang in a child shows where it was."""
 
     def __init__(self) -> None:
         self.procs: list[Any] = []
@@ -65,14 +70,19 @@ class Children:
     def __enter__(self) -> Children:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        running = [proc for proc in self.procs if proc.exitcode is None]
+        if exc_type is not None and running:
+            for proc in running:
+                os.kill(proc.pid, signal.SIGUSR1)
+            time.sleep(0.5)
+        for proc in running:
+            proc.kill()
         for proc in self.procs:
-            if proc.exitcode is None:
-                proc.kill()
             proc.join(10)
 
     def start(self, ctx: Any, target: Callable[..., Any], *args: Any) -> Any:
-        proc = ctx.Process(target=target, args=args, daemon=True, name=target.__name__)
+        proc = ctx.Process(target=_traceable, args=(target, *args), daemon=True, name=target.__name__)
         proc.start()
         self.procs.append(proc)
         return proc
@@ -91,6 +101,12 @@ class Children:
     def kill(proc: Any) -> None:
         proc.kill()
         proc.join(10)
+
+
+def _traceable(target: Callable[..., Any], *args: Any) -> Any:
+    """Runs *target* in a child that prints all its threads' stacks on SIGUSR1."""
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+    return target(*args)
 
 
 class ArmHook:

@@ -87,10 +87,16 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, tick: Cal
 
 
 def attach(
-    name: str, timeout: float, tick: Callable[[], Any], not_epoch: int | None = None, results: Any = None
+    name: str,
+    timeout: float,
+    tick: Callable[[], Any],
+    not_epoch: int | None = None,
+    results: Any = None,
+    bridge_process: Any = None,
 ) -> Subscriber:
     """A subscriber of local topic *name* once the inbound bridge created it (publishing warm-up
-    messages meanwhile, so that the bridge receives something)."""
+    messages meanwhile, so that the bridge receives something). *results*: the bridges' result
+    queue, whose errors fail the test at once; *bridge_process*: reported on a time-out."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while True:
@@ -106,7 +112,8 @@ def attach(
                 return sub
             sub.close()
         if time.monotonic() > deadline:
-            pytest.fail(f"local topic {name!r} not created within {timeout} s (last error: {last})")
+            state = "" if bridge_process is None else f", bridge process exit code {bridge_process.exitcode}"
+            pytest.fail(f"local topic {name!r} not created within {timeout} s (last error: {last}{state})")
         if results is not None and not results.empty():
             get_result(results, 1, "a bridge")  # fails the test with the child's error
         time.sleep(0.02)
@@ -217,11 +224,21 @@ def test_loss_accounting_when_far_side_is_slow(topic: str) -> None:
                     pub.publish(INDEX.pack(i) + payload)
                     if i % 1000 == 999:
                         time.sleep(0.002)
-                time.sleep(0.5)
-                inbound.start()
-                time.sleep(1.0)  # the queues drain; then one last message, which gets through
-                pub.publish(INDEX.pack(n))
-                got = receive_indexes(sub, n, 20)
+                # Now the far side reads again. Markers n, n+1, ... follow until one gets through
+                # (under load the queues may still be full, and drop them too). The bridge runs
+                # in this thread, so once it stops, its counters and the subscriber's agree.
+                got: list[int] = []
+                marker = n
+                deadline = time.monotonic() + 30
+                while not got or got[-1] < n:
+                    if time.monotonic() > deadline:
+                        pytest.fail(f"received {len(got)} messages, last {got[-1:]}, no marker from {n} on")
+                    pub.publish(INDEX.pack(marker))
+                    marker += 1
+                    inbound.run(duration=0.05)
+                    while (msg := sub.try_receive()) is not None:
+                        if msg.data != WARM:
+                            got.append(INDEX.unpack_from(msg.data)[0])
                 # What the network lost, local subscribers count as lost (Publisher.skip).
                 assert sub.lost == inbound.lost > 0
         stop.set()
@@ -295,7 +312,9 @@ def test_restart_of_the_inbound_bridge(topic: str) -> None:
                     sub.receive(timeout=5)
             assert gone.value.reason == "crashed"
         inbound = children.start(ctx, in_child, topic, address, local, 1000, stop, results)
-        with attach(local, 20, lambda: pub.publish(WARM), not_epoch=epoch, results=results) as sub:
+        with attach(
+            local, 20, lambda: pub.publish(WARM), not_epoch=epoch, results=results, bridge_process=inbound
+        ) as sub:
             pub.publish(INDEX.pack(1))
             assert receive_indexes(sub, 1, 10)[-1] == 1
             stop.set()
