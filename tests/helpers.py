@@ -7,7 +7,6 @@ import faulthandler
 import os
 import queue
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -104,8 +103,9 @@ class Children:
 
 
 def _traceable(target: Callable[..., Any], *args: Any) -> Any:
-    """Runs *target* in a child that prints all its threads' stacks on SIGUSR1."""
-    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+    """Runs *target* in a child that prints all its threads' stacks on SIGUSR1 (to descriptor
+    2: a forked child's sys.stderr may be pytest's in-memory capture, which has none)."""
+    faulthandler.register(signal.SIGUSR1, file=2, all_threads=True)
     return target(*args)
 
 
