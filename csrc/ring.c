@@ -42,8 +42,59 @@ enum writer_state { WRITER_READY = 0, WRITER_LOANED, WRITER_CLOSED, WRITER_FORKE
  * caught by the sequence re-check. */
 #define WORD_COPY_MAX 1024
 
-static void copy_in(unsigned char *slot_payload, const char *src, uint64_t len)
+/* Streaming stores for payloads of at least STREAM_COPY_MIN bytes in rings of at least
+ * STREAM_RING_MIN bytes (four times a large per-core L2). Both can be set with -D, e.g.
+ * -DSTREAM_RING_MIN=UINT64_MAX to measure without them (docs/benchmarks.md). */
+#ifndef STREAM_COPY_MIN
+#define STREAM_COPY_MIN (64 << 10)
+#endif
+#ifndef STREAM_RING_MIN
+#define STREAM_RING_MIN (16 << 20)
+#endif
+
+#if defined(__SSE2__)
+/* Non-temporal stores for large payloads in a ring larger than the caches: by the time the
+ * writer comes back to a slot, its lines have long left the cache, so an ordinary store
+ * first reads each line in (read-for-ownership) only to overwrite it. Streaming stores skip
+ * that read and write combined lines straight to memory. They are weakly ordered, even
+ * against earlier stores: the first sfence keeps them after the odd sequence word (a reader
+ * must never see new payload bytes under the old, even one), the last before the store
+ * that completes the slot. */
+static void stream_copy(unsigned char *dst, const char *src, uint64_t len)
 {
+    _mm_sfence();
+    uint64_t head = (16 - ((uintptr_t)dst & 15)) & 15;
+    if (head > len)
+        head = len;
+    memcpy(dst, src, head);
+    dst += head, src += head, len -= head;
+    for (; len >= 64; len -= 64, dst += 64, src += 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(const void *)src);
+        __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(src + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(const void *)(src + 32));
+        __m128i d = _mm_loadu_si128((const __m128i *)(const void *)(src + 48));
+        _mm_stream_si128((__m128i *)(void *)dst, a);
+        _mm_stream_si128((__m128i *)(void *)(dst + 16), b);
+        _mm_stream_si128((__m128i *)(void *)(dst + 32), c);
+        _mm_stream_si128((__m128i *)(void *)(dst + 48), d);
+    }
+    memcpy(dst, src, len);
+    _mm_sfence();
+}
+#define HAVE_STREAM_COPY 1
+#endif
+
+static void copy_in(const struct sps_writer *w, unsigned char *slot_payload, const char *src,
+                    uint64_t len)
+{
+#ifdef HAVE_STREAM_COPY
+    if (len >= w->stream_from) {
+        stream_copy(slot_payload, src, len);
+        return;
+    }
+#else
+    (void)w;
+#endif
     if (len > WORD_COPY_MAX) {
         memcpy(slot_payload, src, len);
         return;
@@ -91,6 +142,8 @@ int sps_writer_init(struct sps_writer *w, void *base, uint64_t size)
         return rc;
     }
     w->next = sps_write_seq(&w->ring);
+    w->stream_from = w->ring.slot_count * w->ring.slot_stride >= STREAM_RING_MIN ? STREAM_COPY_MIN
+                                                                                : UINT64_MAX;
     w->state = WRITER_READY;
     return SPS_OK;
 }
@@ -187,7 +240,7 @@ static int64_t publish(struct sps_writer *w, const char *data, uint64_t len)
         return SPS_TOO_LARGE;
     uint64_t n = w->next;
     struct sps_slot *slot = begin_write(w, n);
-    copy_in(slot->payload, data, len);
+    copy_in(w, slot->payload, data, len);
     return end_write(w, slot, n, len);
 }
 
@@ -210,7 +263,7 @@ static int64_t publish_many(struct sps_writer *w, const char *data, const uint64
     for (uint64_t i = 0; i < count; i++) {
         uint64_t len = lengths != NULL ? lengths[i] : record;
         struct sps_slot *slot = begin_write(w, first + i);
-        copy_in(slot->payload, data, len);
+        copy_in(w, slot->payload, data, len);
         complete_slot(&w->ring, slot, first + i, len, 0);
         data += len;
     }

@@ -103,6 +103,7 @@ struct sps_writer {
     int busy;                 /* private: calls in flight (close waits for them) */
     uint32_t sleeper_words;   /* words in the control segment's sleepers bitmap (0: none bound) */
     uint64_t *sleepers;       /* that bitmap */
+    uint64_t stream_from;     /* payloads this long or longer bypass the cache (UINT64_MAX: none) */
 };
 
 struct sps_reader {

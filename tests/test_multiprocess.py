@@ -348,7 +348,7 @@ def _hammer(pub: Publisher, variant: str, seconds: float, enough: Any = None, wr
     deadline = time.monotonic() + seconds
     seq = 0
     while True:
-        if writer == "publish":
+        if writer.startswith("publish"):
             pub.publish(make_payload(seq, variant))
         else:
             loan_back_to_front(pub, seq, variant)
@@ -399,6 +399,8 @@ def _run_hammered_subscriber(
         )
         procs[0].start()
         _await(results, procs, "ready", 1, timeout=30.0)
+        if writer == "publish-streaming":
+            pub._writer._stream_copies_for_test()
         with _pinned(writer_cpu):
             began = time.monotonic()
             published = _hammer(pub, variant, seconds, enough if skip_validation else None, writer)
@@ -423,6 +425,7 @@ def _run_hammered_subscriber(
 # time slices polling an unchanged slot), which is why they are pinned.
 _TORN_WORKLOADS = [
     ("large", "publish"),  # 16-64 KiB: memcpy on both sides
+    ("large", "publish-streaming"),  # the streaming stores large rings use, forced on this small one
     ("word512", "publish"),  # 512 B: relaxed atomic words on both sides
     ("large", "loan-back-to-front"),  # loan/commit, written tail first
 ]

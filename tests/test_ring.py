@@ -327,6 +327,30 @@ def test_shorter_message_in_a_reused_slot_has_no_stale_bytes(topic: str, long: i
         assert sub.latest() == sps.Message(b"\x01" * short, 1)
 
 
+def test_only_rings_larger_than_the_caches_stream_their_large_payloads(topic: str) -> None:
+    with sps.Publisher(topic, slots=16, slot_size=1 << 20) as big:
+        assert big._writer.streams_from == 64 << 10
+    with sps.Publisher(topic, slots=4, slot_size=1 << 20) as small:
+        assert small._writer.streams_from is None
+
+
+@pytest.mark.parametrize("offset", [0, 1, 8, 15])
+@pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 63, 64, 65, 1000, (64 << 10) - 1, 64 << 10, (1 << 20) - 15])
+def test_streaming_stores_are_byte_exact(topic: str, size: int, offset: int) -> None:
+    """The cache-bypassing copy at every alignment of source and length around its 16- and
+    64-byte steps, forced on for every length; publish and publish_many both use it."""
+    data = bytes(np.random.default_rng(size).integers(0, 256, size + offset, dtype=np.uint8))
+    source = memoryview(data)[offset:]
+    with sps.Publisher(topic, slots=2, slot_size=1 << 20) as pub, sps.Subscriber(topic) as sub:
+        pub._writer._stream_copies_for_test()
+        pub.publish(b"\xee" * (1 << 20))  # the slot's old bytes must not show through
+        pub.publish(b"\xee" * (1 << 20))
+        drain(sub)
+        pub.publish(source)
+        pub.publish_many([source])
+        assert [m.data for m in drain(sub)] == [data[offset:]] * 2
+
+
 # -- what publish accepts ---------------------------------------------------------------------------
 
 

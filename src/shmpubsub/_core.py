@@ -358,6 +358,18 @@ class Writer:
     def next_seq(self) -> int:
         return int(self._w.next)
 
+    @property
+    def streams_from(self) -> int | None:
+        """Payloads this long or longer are written with cache-bypassing stores (None: never;
+        only rings larger than the caches use them, see csrc/ring.c)."""
+        n = int(self._w.stream_from)
+        return None if n == 2**64 - 1 else n
+
+    def _stream_copies_for_test(self) -> None:
+        """Writes every payload with streaming stores, whatever the ring's size. Only for the
+        tests that hammer that path on a one-slot ring."""
+        self._w.stream_from = 0
+
     def bind(self, control: Control, wake: Callable[[], None]) -> None:
         """Watches *control*'s sleepers after each publish; *wake* is called when any sleeps."""
         lib.sps_writer_bind(self._w, control._c)
