@@ -334,8 +334,11 @@ def test_only_rings_larger_than_the_caches_stream_their_large_payloads(topic: st
         assert small._writer.streams_from is None
 
 
+STREAMED_SIZES = [0, 1, 15, 16, 17, 63, 64, 65, 1000, (64 << 10) - 1, 64 << 10, (1 << 20) - 15]
+
+
 @pytest.mark.parametrize("offset", [0, 1, 8, 15])
-@pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 63, 64, 65, 1000, (64 << 10) - 1, 64 << 10, (1 << 20) - 15])
+@pytest.mark.parametrize("size", STREAMED_SIZES)
 def test_streaming_stores_are_byte_exact(topic: str, size: int, offset: int) -> None:
     """The cache-bypassing copy at every alignment of source and length around its 16- and
     64-byte steps, forced on for every length; publish and publish_many both use it."""

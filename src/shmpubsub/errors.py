@@ -128,6 +128,8 @@ class ReadOnlySegment(ShmPubSubError, TypeError):
 class NotFileBacked(ShmPubSubError, ValueError):
     """A call that needs a file-backed topic (``Publisher(..., path=...)``), such as ``flush()``,
     on a topic that lives in memory only."""
+
+
 class TooManyOpenFiles(ShmPubSubError, OSError):
     """The process (``EMFILE``: see ``ulimit -n``) or the whole system (``ENFILE``) has run out of
     file descriptors. Nothing half-made is left behind; handles already open keep working."""
