@@ -40,9 +40,11 @@ from shmpubsub.names import CONTROL_SUFFIX, PREFIX, SHM_DIR, socket_name
 from shmpubsub.segment import Segment
 
 # Wake-up latency bounds asked of the library (generous for a loaded 2-core machine: a healthy
-# wake-up takes tens of microseconds).
-DETECT_BOUND = 0.100  # close / SIGKILL of the publisher -> PublisherGone in a blocked subscriber
-CTRL_C_BOUND = 2.0  # SIGINT -> KeyboardInterrupt in a blocked receive()
+# wake-up takes tens of microseconds). SHMPUBSUB_TEST_TIME_SCALE stretches them for runs that
+# check memory rather than speed: everything is 20-50 times slower under valgrind.
+TIME_SCALE = float(os.environ.get("SHMPUBSUB_TEST_TIME_SCALE", "1"))
+DETECT_BOUND = 0.100 * TIME_SCALE  # close / SIGKILL of the publisher -> PublisherGone in a blocked subscriber
+CTRL_C_BOUND = 2.0 * TIME_SCALE  # SIGINT -> KeyboardInterrupt in a blocked receive()
 
 
 # --------------------------------------------------------------------------------------------
