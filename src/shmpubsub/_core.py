@@ -1,7 +1,10 @@
 """Typed wrappers over the compiled C core: the only module that touches ``lib``.
 
 Each wrapper checks arguments in Python, calls C once, and turns C status
-codes into exceptions from :mod:`shmpubsub.errors`.
+codes into exceptions from :mod:`shmpubsub.errors`. The two calls made once per message
+(publish one, take one) go through ``_fastpath``, a CPython-API wrapper over the same
+functions of ``lib``: a cffi call and the Python objects built around it cost more than the
+message (docs/architecture.md, "Two bindings").
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from . import _fastpath
 from ._ffi import ffi, lib
 from .errors import (
     ClosedError,
@@ -34,6 +38,14 @@ if lib.SPS_LAYOUT_VERSION != LAYOUT_VERSION:  # pragma: no cover - only with a s
         f"shmpubsub's compiled core speaks layout version {lib.SPS_LAYOUT_VERSION} but the Python "
         f"package expects {LAYOUT_VERSION}: the extension is stale, reinstall shmpubsub"
     )
+
+
+
+def _address(cdata: Any) -> int:
+    return int(ffi.cast("uintptr_t", cdata))
+
+
+_fastpath.bind(*(_address(ffi.addressof(lib, f)) for f in ("sps_publish", "sps_take", "sps_take_wait")))
 
 HEADER_SIZE: Final[int] = lib.SPS_HEADER_SIZE
 MAX_SLOT_COUNT: Final[int] = lib.SPS_MAX_SLOT_COUNT
@@ -338,7 +350,7 @@ _BYTE_SIZED: Final = frozenset({bytes, bytearray})
 class Writer:
     """The publishing end of a mapped ring."""
 
-    __slots__ = ("_bad", "_base", "_topic", "_w", "_wake")
+    __slots__ = ("_bad", "_base", "_publish_one", "_topic", "_w", "_wake", "send")
 
     def __init__(self, base: Any, size: int, topic: str) -> None:
         self._w = ffi.new("struct sps_writer *")
@@ -349,6 +361,11 @@ class Writer:
         rc = lib.sps_writer_init(self._w, base, size)
         if rc != lib.SPS_OK:  # pragma: no cover - the segment was just created and validated
             raise InvalidSegment(f"topic {topic!r}: cannot attach a writer (code {rc})")
+        # publish(data) in one C call. Sequence numbers come straight back; every other
+        # outcome goes through _slow_path.
+        self._publish_one = _fastpath.Publish(self._w, _address(self._w), self._slow_path)
+        #: What Publisher.publish is bound to: the C call itself, unless a subclass adds to it.
+        self.send: Callable[[Buffer], int] = self._publish_one
 
     @property
     def capacity(self) -> int:
@@ -376,16 +393,14 @@ class Writer:
         self._wake = wake
 
     def publish(self, data: Buffer) -> int:
-        if type(data) is bytes:  # fast path: cffi passes bytes without a copy
-            seq: int = lib.sps_publish(self._w, data, len(data))
-        else:
-            view = as_buffer(data)
-            seq = lib.sps_publish(self._w, view, len(view))
-        if seq < 0:
-            return self._slow_path(seq, data)
-        return seq
+        return self._publish_one(data)
 
-    def _slow_path(self, code: int, data: Buffer) -> int:
+    def _slow_path(self, code: int | None, data: Buffer) -> int:
+        if code is None:  # not a contiguous buffer of bytes: as_buffer says why, in our terms
+            view = as_buffer(data)
+            code = lib.sps_publish(self._w, view, len(view))
+            if code >= 0:
+                return code
         if code == _WAKE:  # published; some subscriber sleeps
             if self._wake is not None:
                 self._wake()
@@ -519,7 +534,9 @@ MAX_BATCH: Final = 4096
 class Reader:
     """The reading end of a mapped ring: copies messages out and validates them."""
 
-    __slots__ = ("_batch_max", "_ends", "_mapping", "_r", "_scratch", "_seq_out", "_spin_ns", "_topic")
+    __slots__ = (
+        "_batch_max", "_ends", "_mapping", "_r", "_scratch", "_seq_out", "_topic", "read", "read_wait"
+    )
 
     def __init__(
         self, base: Any, size: int, mapping: memoryview, topic: str, start: int, resync: int
@@ -541,7 +558,18 @@ class Reader:
         r.batch_cap = BATCH_BYTES
         r.ends = self._ends
         r.batch_max = self._batch_max = MAX_BATCH
-        r.spin_ns = self._spin_ns = 0
+        r.spin_ns = 0
+        # One C call each (see _fastpath); None, an error or a large message go through _read_slow.
+        owner, address = (r, self._scratch), _address(r)
+        #: The next message, or None if there is none yet (or if the writer overwrote every
+        #: message while it was being copied, for 20 ms on end).
+        self.read: Callable[[], Message | None] = _fastpath.Take(
+            owner, address, Message, self._read_slow, False
+        )
+        #: read_wait(spin_ns): read(), having spun up to spin_ns (in C, the GIL released) for one.
+        self.read_wait: Callable[[int], Message | None] = _fastpath.Take(
+            owner, address, Message, self._read_slow, True
+        )
 
     @property
     def lost(self) -> int:
@@ -585,23 +613,6 @@ class Reader:
         """Busy-waits in C (the GIL released) for up to *seconds*: 1 when a message is there,
         2 when the topic closed, 0 on time-out."""
         return int(lib.sps_spin(self._r, int(seconds * 1e9)))
-
-    def read(self) -> Message | None:
-        """The next message, or None if there is none yet (or if the writer overwrote every
-        message while it was being copied, for 20 ms on end)."""
-        n: int = lib.sps_take(self._r)
-        if n >= 0:
-            return Message(ffi.unpack(self._scratch, n), self._r.last_seq)
-        return self._read_slow(n)
-
-    def read_wait(self, spin_ns: int) -> Message | None:
-        """read(), having spun up to *spin_ns* (in C, the GIL released) for a message."""
-        if spin_ns != self._spin_ns:
-            self._r.spin_ns = self._spin_ns = spin_ns
-        n: int = lib.sps_take_wait(self._r)
-        if n >= 0:
-            return Message(ffi.unpack(self._scratch, n), self._r.last_seq)
-        return self._read_slow(n)
 
     def _read_slow(self, n: int) -> Message | None:
         """read()'s other outcomes: a large message, nothing, or a writer too fast to copy from."""

@@ -171,6 +171,7 @@ class RingFile:
         self.due = self.flushed + flush_every
         writer = _FlushingWriter(base, size, topic)
         writer._ring = self
+        writer.send = writer.publish  # the flush check runs after each message
         return writer
 
     def flush(self, only_if_new: bool = False) -> int:

@@ -153,9 +153,9 @@ class Publisher(Handle):
         self.slot_size = slot_size
         self.max_subscribers = max_subscribers
         self._loan_open = False
-        # publish() is the writer's own method: one Python call less per message. After
-        # close() the writer refuses with ClosedError, as the method would.
-        self.publish = self._writer.publish  # type: ignore[method-assign]
+        # publish() is the writer's one C call (or a file ring's flushing publish): one Python
+        # call less per message. After close() it refuses with ClosedError, as the method would.
+        self.publish = self._writer.send  # type: ignore[method-assign,assignment]
         self._closed = False
         _live.add(self)
 

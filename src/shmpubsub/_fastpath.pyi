@@ -1,0 +1,16 @@
+from collections.abc import Callable
+from typing import Any
+
+RELEASE_GIL_FROM: int
+
+def bind(publish: int, take: int, take_wait: int, /) -> None: ...
+
+class Publish:
+    def __init__(self, owner: Any, address: int, slow: Callable[[int | None, Any], int], /) -> None: ...
+    def __call__(self, data: Any) -> int: ...
+
+class Take:
+    def __init__(
+        self, owner: Any, address: int, message: type, slow: Callable[[int], Any], wait: bool, /
+    ) -> None: ...
+    def __call__(self, *spin_ns: int) -> Any: ...

@@ -1,0 +1,159 @@
+"""The per-message calls through the CPython API (src/shmpubsub/_fastpath.c): how they are
+called, what they build, that their slow paths hand over to Python intact, and that they leak
+neither references nor the objects that own the ring."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+import tracemalloc
+
+import pytest
+
+import shmpubsub as sps
+from shmpubsub import _core
+from shmpubsub._fastpath import RELEASE_GIL_FROM
+
+
+def test_publish_takes_one_argument_by_position_or_as_data(topic: str) -> None:
+    with sps.Publisher(topic, slots=8, slot_size=16) as pub, sps.Subscriber(topic) as sub:
+        assert pub.publish(b"one") == 0
+        assert pub.publish(data=b"two") == 1
+        wrong = [((), {}), ((b"a", b"b"), {}), ((), {"payload": b"a"}), ((b"a",), {"data": b"b"})]
+        for args, kwargs in wrong:
+            with pytest.raises(TypeError, match="exactly one argument"):
+                pub.publish(*args, **kwargs)
+        assert [m.data for m in (sub.try_receive(), sub.try_receive())] == [b"one", b"two"]  # type: ignore[union-attr]
+        assert sub.try_receive() is None
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+@pytest.mark.parametrize("size", [RELEASE_GIL_FROM - 1, RELEASE_GIL_FROM, RELEASE_GIL_FROM + 4097])
+def test_copies_on_either_side_of_the_gil_release_are_byte_exact(topic: str, kind: type, size: int) -> None:
+    payload = bytes((i * 7 + 3) % 251 for i in range(size))
+    with sps.Publisher(topic, slots=4, slot_size=size) as pub, sps.Subscriber(topic) as sub:
+        assert pub.publish(kind(payload)) == 0
+        msg = sub.receive(timeout=5)
+    assert msg.data == payload and msg.seq == 0
+
+
+def test_a_large_publish_lets_other_threads_run(topic: str) -> None:
+    """Copies of RELEASE_GIL_FROM bytes or more release the GIL, as a cffi call would: a thread
+    that wakes every 0.1 ms keeps counting during one publish of 64 MiB. (Were the GIL held,
+    it could count at most once: when the call returns and the interpreter hands it over.)"""
+    size = 64 << 20
+    counted = 0
+    stop = threading.Event()
+
+    def count() -> None:
+        nonlocal counted
+        while not stop.is_set():
+            counted += 1
+            time.sleep(0.0001)
+
+    payload = bytes(size)
+    with sps.Publisher(topic, slots=2, slot_size=size) as pub:
+        counter = threading.Thread(target=count)
+        counter.start()
+        try:
+            time.sleep(0.01)
+            before = counted
+            pub.publish(payload)
+            during = counted - before
+        finally:
+            stop.set()
+            counter.join()
+    assert during >= 5, f"the other thread ran {during} times during the copy"
+
+
+def test_messages_built_in_c_are_whole_messages(topic: str) -> None:
+    with sps.Publisher(topic, slots=8, slot_size=64) as pub, sps.Subscriber(topic, spin_us=1000) as sub:
+        pub.publish(b"first")
+        pub.publish(b"second")
+        taken = sub.try_receive()
+        waited = sub.receive(timeout=5)
+    for msg, data, seq in [(taken, b"first", 0), (waited, b"second", 1)]:
+        assert type(msg) is sps.Message
+        assert type(msg.data) is bytes and msg.data == data
+        assert type(msg.seq) is int and msg.seq == seq
+        assert msg == sps.Message(data, seq) and hash(msg) == hash(sps.Message(data, seq))
+        assert f"seq={seq}" in repr(msg)
+        with pytest.raises(AttributeError):
+            msg.extra = 1  # type: ignore[attr-defined]  # __slots__ kept: no __dict__ sneaked in
+
+
+def test_read_wait_refuses_bad_spins(topic: str) -> None:
+    with sps.Publisher(topic, slots=8, slot_size=64), sps.Subscriber(topic) as sub:
+        reader = sub._reader
+        with pytest.raises(OverflowError):
+            reader.read_wait(-1)
+        with pytest.raises(TypeError):
+            reader.read_wait("10")  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            reader.read_wait()  # type: ignore[call-arg]
+        with pytest.raises(TypeError):
+            reader.read(0)  # type: ignore[call-arg]
+        assert reader.read_wait(0) is None
+
+
+def test_no_references_leak_on_any_path(topic: str) -> None:
+    """Every path through the C calls, taken many times over: memory stays flat. A missing
+    Py_DECREF of a message's bytes, its number, a status code or a Py_buffer shows up here."""
+    payload = bytes(48)
+
+    def rounds(pub: sps.Publisher, sub: sps.Subscriber, n: int) -> None:
+        for _ in range(n):
+            pub.publish(payload)
+            pub.publish(bytearray(payload))  # through a Py_buffer
+            assert sub.try_receive() is not None  # taken in C, GIL held
+            assert sub.receive(timeout=1) is not None  # through read_wait
+            assert sub.try_receive() is None  # the slow path: nothing there
+            with pytest.raises(sps.MessageTooLarge):  # a refusal
+                pub.publish(bytes(65))
+            with pytest.raises(sps.InvalidType):  # not a buffer
+                pub.publish("text")
+
+    with sps.Publisher(topic, slots=64, slot_size=64) as pub, sps.Subscriber(topic, spin_us=100) as sub:
+        rounds(pub, sub, 2000)  # warm: caches, interned objects, the exception machinery
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            rounds(pub, sub, 20000)
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+    assert grown < 64 << 10, f"{grown} bytes more after 20000 rounds"
+
+
+def test_closed_ends_are_collected(topic: str) -> None:
+    """The C callables refer back to their writer and reader (slow paths): that cycle is
+    collected, so nothing keeps a closed topic's objects alive."""
+
+    def alive() -> int:
+        gc.collect()
+        return sum(type(o) in (_core.Writer, _core.Reader) for o in gc.get_objects())
+
+    already = alive()
+    with sps.Publisher(topic, slots=8, slot_size=64) as pub, sps.Subscriber(topic) as sub:
+        pub.publish(b"x")
+        assert sub.try_receive() is not None
+        assert alive() == already + 2
+    del pub, sub
+    assert alive() == already
+
+
+def test_closed_ends_refuse_through_the_c_calls(topic: str) -> None:
+    pub = sps.Publisher(topic, slots=8, slot_size=64)
+    sub = sps.Subscriber(topic)
+    publish, read, read_wait = pub.publish, sub._reader.read, sub._reader.read_wait
+    sub.close()
+    pub.close()
+    with pytest.raises(sps.ClosedError):
+        publish(b"late")
+    with pytest.raises(sps.ClosedError):
+        read()
+    with pytest.raises(sps.ClosedError):
+        read_wait(1000)
