@@ -83,7 +83,7 @@ def test_messages_built_in_c_are_whole_messages(topic: str) -> None:
             msg.extra = 1  # type: ignore[attr-defined]  # __slots__ kept: no __dict__ sneaked in
 
 
-def test_read_wait_refuses_bad_spins(topic: str) -> None:
+def test_the_c_calls_refuse_bad_arguments(topic: str) -> None:
     with sps.Publisher(topic, slots=8, slot_size=64), sps.Subscriber(topic) as sub:
         reader = sub._reader
         with pytest.raises(OverflowError):
@@ -95,6 +95,23 @@ def test_read_wait_refuses_bad_spins(topic: str) -> None:
         with pytest.raises(TypeError):
             reader.read(0)  # type: ignore[call-arg]
         assert reader.read_wait(0) is None
+        with pytest.raises(ValueError, match="at least 1"):
+            reader.read_many(0)
+        assert len(reader.read_many(10**9)) == 0  # at most MAX_BATCH: never past the ends array
+
+
+def test_batches_built_in_c_are_whole_batches(topic: str) -> None:
+    sizes = [0, 1, 7, 64, 0, 33]
+    with sps.Publisher(topic, slots=64, slot_size=64) as pub, sps.Subscriber(topic) as sub:
+        pub.publish(b"skip me")
+        assert sub.try_receive() is not None
+        pub.publish_many([bytes([n]) * n for n in sizes])
+        batch = sub.try_receive_many(4)
+        rest = sub.try_receive_many()
+    assert type(batch) is sps.Batch and type(batch.payloads) is list
+    assert batch.seq == 1 and batch.payloads == [bytes([n]) * n for n in sizes[:4]]
+    assert rest.seq == 5 and rest.payloads == [bytes([n]) * n for n in sizes[4:]]
+    assert all(type(p) is bytes for p in batch.payloads + rest.payloads)
 
 
 def test_no_references_leak_on_any_path(topic: str) -> None:
@@ -109,6 +126,9 @@ def test_no_references_leak_on_any_path(topic: str) -> None:
             assert sub.try_receive() is not None  # taken in C, GIL held
             assert sub.receive(timeout=1) is not None  # through read_wait
             assert sub.try_receive() is None  # the slow path: nothing there
+            pub.publish_many([payload] * 3)
+            assert len(sub.receive_many(timeout=1)) == 3  # a batch built in C
+            assert not sub.try_receive_many()  # its slow path
             with pytest.raises(sps.MessageTooLarge):  # a refusal
                 pub.publish(bytes(65))
             with pytest.raises(sps.InvalidType):  # not a buffer

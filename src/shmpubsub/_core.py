@@ -45,7 +45,9 @@ def _address(cdata: Any) -> int:
     return int(ffi.cast("uintptr_t", cdata))
 
 
-_fastpath.bind(*(_address(ffi.addressof(lib, f)) for f in ("sps_publish", "sps_take", "sps_take_wait")))
+_fastpath.bind(
+    *(_address(ffi.addressof(lib, f)) for f in ("sps_publish", "sps_take", "sps_take_wait", "sps_take_many"))
+)
 
 HEADER_SIZE: Final[int] = lib.SPS_HEADER_SIZE
 MAX_SLOT_COUNT: Final[int] = lib.SPS_MAX_SLOT_COUNT
@@ -535,7 +537,8 @@ class Reader:
     """The reading end of a mapped ring: copies messages out and validates them."""
 
     __slots__ = (
-        "_batch_max", "_ends", "_mapping", "_r", "_scratch", "_seq_out", "_topic", "read", "read_wait"
+        *("_ends", "_mapping", "_r", "_scratch", "_seq_out", "_topic"),
+        *("read", "read_many", "read_wait"),  # the C calls of _fastpath
     )
 
     def __init__(
@@ -557,18 +560,23 @@ class Reader:
         r.take_cap = min(int(r.ring.slot_capacity), SCRATCH_COPY_MAX)
         r.batch_cap = BATCH_BYTES
         r.ends = self._ends
-        r.batch_max = self._batch_max = MAX_BATCH
+        r.batch_max = MAX_BATCH  # the size of ends: _fastpath's read_many never asks for more
         r.spin_ns = 0
-        # One C call each (see _fastpath); None, an error or a large message go through _read_slow.
-        owner, address = (r, self._scratch), _address(r)
+        # One C call each (see _fastpath); nothing, an error or a large message go the slow way.
+        owner, address = (r, self._scratch, self._ends), _address(r)
         #: The next message, or None if there is none yet (or if the writer overwrote every
         #: message while it was being copied, for 20 ms on end).
         self.read: Callable[[], Message | None] = _fastpath.Take(
-            owner, address, Message, self._read_slow, False
+            owner, address, Message, self._read_slow, "read"
         )
         #: read_wait(spin_ns): read(), having spun up to spin_ns (in C, the GIL released) for one.
         self.read_wait: Callable[[int], Message | None] = _fastpath.Take(
-            owner, address, Message, self._read_slow, True
+            owner, address, Message, self._read_slow, "read_wait"
+        )
+        #: read_many(max_messages): up to that many consecutive messages at once (at most
+        #: MAX_BATCH); an empty batch if there is none yet.
+        self.read_many: Callable[[int], Batch] = _fastpath.Take(
+            owner, address, Batch, self._read_many_slow, "read_many"
         )
 
     @property
@@ -643,19 +651,9 @@ class Reader:
         data = self._mapping[offset : offset + n].tobytes()
         return Message(data, seq) if self.view_end() else None
 
-    def read_many(self, max_messages: int) -> Batch:
-        """Up to *max_messages* consecutive messages at once (one C call for all of them); an
-        empty batch if there is none yet."""
-        max_messages = min(max_messages, MAX_BATCH)
-        if max_messages != self._batch_max:
-            self._r.batch_max = self._batch_max = max_messages
-        count: int = lib.sps_take_many(self._r)
-        if count > 0:
-            ends = ffi.unpack(self._ends, count)
-            data = ffi.buffer(self._scratch, ends[-1])
-            payloads = [data[start:end] for start, end in zip([0, *ends], ends, strict=False)]
-            return Batch(payloads, int(self._r.last_seq) - count + 1)
-        got = self._read_slow(count)  # a message larger than the scratch buffer, or nothing
+    def _read_many_slow(self, code: int) -> Batch:
+        """read_many()'s other outcomes: a message larger than the scratch buffer, or nothing."""
+        got = self._read_slow(code)
         return Batch([], self.next_seq) if got is None else Batch([got.data], got.seq)
 
     def read_into(self, buffer: Buffer) -> int | None:

@@ -10,6 +10,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "shmpubsub.h"
 
@@ -20,8 +21,8 @@ typedef int64_t (*publish_fn)(struct sps_writer *, const char *, uint64_t);
 typedef int64_t (*take_fn)(struct sps_reader *);
 
 static publish_fn core_publish;
-static take_fn core_take, core_take_wait;
-static PyObject *str_data, *str_seq;
+static take_fn core_take, core_take_wait, core_take_many;
+static PyObject *str_data, *str_seq, *str_payloads;
 
 /* Publish(owner, address, slow): publish(data) -> sequence number.
  * Any other outcome (a refusal, sleepers to wake, data that is not a contiguous buffer) is
@@ -34,18 +35,24 @@ typedef struct {
     PyObject *slow;
 } Publish;
 
-/* Take(owner, address, message_type, slow, wait): take() or, with wait, take(spin_ns): the
- * next message (message_type, built without calling __init__: data and seq set), or
- * slow(code) for every other outcome. A wait first looks with the GIL held; only when there
- * is nothing yet does it release the GIL and spin for up to spin_ns. */
+/* Take(owner, address, result_type, slow, mode), by mode:
+ *   "read"       read() -> the next message
+ *   "read_wait"  read_wait(spin_ns) -> the same, having spun up to spin_ns for one
+ *   "read_many"  read_many(max_messages) -> the messages there are, up to max_messages
+ * A message is a result_type with data and seq set; a batch one with payloads (a list of
+ * bytes) and seq (the first's). Both are built without calling __init__. Every other outcome
+ * is left to slow(code). A wait first looks with the GIL held; only when there is nothing yet
+ * does it release the GIL and spin. Copies run with the GIL held: at most 64 KiB (scratch). */
+enum take_mode { TAKE_ONE, TAKE_WAIT, TAKE_MANY };
+
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     struct sps_reader *r;
-    PyObject *owner; /* the cffi objects that own *r and its scratch */
-    PyTypeObject *message;
+    PyObject *owner; /* the cffi objects that own *r, its scratch and its ends */
+    PyTypeObject *result;
     PyObject *slow;
-    int wait;
+    uint64_t batch_capacity; /* read_many: entries in r->ends */
 } Take;
 
 static int check_bound(void)
@@ -187,41 +194,37 @@ static PyTypeObject PublishType = {
 
 /* -- Take ----------------------------------------------------------------------------- */
 
-static PyObject *new_message(Take *self, int64_t len)
+/* A result_type with its two fields set; steals the reference to *content*. */
+static PyObject *new_result(Take *self, PyObject *name, PyObject *content, uint64_t seq_number)
 {
-    struct sps_reader *r = self->r;
-    PyObject *message = self->message->tp_alloc(self->message, 0);
-    if (message == NULL)
+    if (content == NULL)
         return NULL;
-    PyObject *data = PyBytes_FromStringAndSize(r->scratch, (Py_ssize_t)len);
-    PyObject *seq = data == NULL ? NULL : PyLong_FromUnsignedLongLong(r->last_seq);
-    int rc = seq == NULL ? -1 : PyObject_SetAttr(message, str_data, data);
-    rc = rc < 0 ? -1 : PyObject_SetAttr(message, str_seq, seq);
-    Py_XDECREF(data);
+    PyObject *result = self->result->tp_alloc(self->result, 0);
+    PyObject *seq = result == NULL ? NULL : PyLong_FromUnsignedLongLong(seq_number);
+    int rc = seq == NULL ? -1 : PyObject_SetAttr(result, name, content);
+    rc = rc < 0 ? -1 : PyObject_SetAttr(result, str_seq, seq);
+    Py_DECREF(content);
     Py_XDECREF(seq);
     if (rc < 0) {
-        Py_DECREF(message);
+        Py_XDECREF(result);
         return NULL;
     }
-    return message;
+    return result;
 }
 
-static PyObject *take_call(PyObject *self_, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+static PyObject *call_slow(Take *self, int64_t code)
 {
-    Take *self = (Take *)self_;
-    struct sps_reader *r = self->r;
-    uint64_t spin_ns = 0;
-    if (self->wait) {
-        PyObject *arg = one_argument("read_wait", "spin_ns", args, nargsf, kwnames);
-        if (arg == NULL)
-            return NULL;
-        spin_ns = PyLong_AsUnsignedLongLong(arg);
-        if (spin_ns == (uint64_t)-1 && PyErr_Occurred())
-            return NULL;
-    } else if (PyVectorcall_NARGS(nargsf) != 0 || kwnames != NULL) {
-        PyErr_SetString(PyExc_TypeError, "read() takes no arguments");
+    PyObject *value = PyLong_FromLongLong(code);
+    if (value == NULL)
         return NULL;
-    }
+    PyObject *result = PyObject_CallOneArg(self->slow, value);
+    Py_DECREF(value);
+    return result;
+}
+
+static PyObject *take_one(Take *self, uint64_t spin_ns)
+{
+    struct sps_reader *r = self->r;
     int64_t n = core_take(r);
     if (n == SPS_EMPTY && spin_ns > 0) {
         r->spin_ns = spin_ns;
@@ -229,41 +232,105 @@ static PyObject *take_call(PyObject *self_, PyObject *const *args, size_t nargsf
         n = core_take_wait(r);
         Py_END_ALLOW_THREADS
     }
-    if (n >= 0)
-        return new_message(self, n);
-    PyObject *code = PyLong_FromLongLong(n);
-    if (code == NULL)
+    if (n < 0)
+        return call_slow(self, n);
+    return new_result(self, str_data, PyBytes_FromStringAndSize(r->scratch, (Py_ssize_t)n), r->last_seq);
+}
+
+static PyObject *read_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    (void)args;
+    if (PyVectorcall_NARGS(nargsf) != 0 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "read() takes no arguments");
         return NULL;
-    PyObject *result = PyObject_CallOneArg(self->slow, code);
-    Py_DECREF(code);
-    return result;
+    }
+    return take_one((Take *)self, 0);
+}
+
+/* A count argument: an int of at least *least*. */
+static int count_argument(const char *function, const char *name, PyObject *const *args,
+                          size_t nargsf, PyObject *kwnames, uint64_t least, uint64_t *count)
+{
+    PyObject *arg = one_argument(function, name, args, nargsf, kwnames);
+    if (arg == NULL)
+        return -1;
+    *count = PyLong_AsUnsignedLongLong(arg);
+    if (*count == (uint64_t)-1 && PyErr_Occurred())
+        return -1;
+    if (*count < least) {
+        PyErr_Format(PyExc_ValueError, "%s: %s must be at least %llu", function, name,
+                     (unsigned long long)least);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *read_wait_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    uint64_t spin_ns;
+    if (count_argument("read_wait", "spin_ns", args, nargsf, kwnames, 0, &spin_ns) < 0)
+        return NULL;
+    return take_one((Take *)self, spin_ns);
+}
+
+static PyObject *read_many_call(PyObject *self_, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Take *self = (Take *)self_;
+    struct sps_reader *r = self->r;
+    uint64_t most;
+    if (count_argument("read_many", "max_messages", args, nargsf, kwnames, 1, &most) < 0)
+        return NULL;
+    r->batch_max = most < self->batch_capacity ? most : self->batch_capacity;
+    int64_t count = core_take_many(r);
+    if (count <= 0)
+        return call_slow(self, count);
+    PyObject *payloads = PyList_New((Py_ssize_t)count);
+    if (payloads == NULL)
+        return NULL;
+    uint64_t start = 0;
+    for (int64_t i = 0; i < count; i++) {
+        PyObject *payload = PyBytes_FromStringAndSize(r->scratch + start, (Py_ssize_t)(r->ends[i] - start));
+        if (payload == NULL) {
+            Py_DECREF(payloads);
+            return NULL;
+        }
+        PyList_SET_ITEM(payloads, i, payload);
+        start = r->ends[i];
+    }
+    return new_result(self, str_payloads, payloads, r->last_seq - (uint64_t)count + 1);
 }
 
 static PyObject *take_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    PyObject *owner, *address, *message, *slow;
-    int wait;
+    PyObject *owner, *address, *result, *slow;
+    const char *mode;
     if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0)
         return PyErr_Format(PyExc_TypeError, "Take takes no keyword arguments");
     if (check_bound() < 0 ||
-        !PyArg_ParseTuple(args, "OOO!Op:Take", &owner, &address, &PyType_Type, &message, &slow, &wait))
+        !PyArg_ParseTuple(args, "OOO!Os:Take", &owner, &address, &PyType_Type, &result, &slow, &mode))
         return NULL;
+    vectorcallfunc call = strcmp(mode, "read") == 0        ? read_call
+                          : strcmp(mode, "read_wait") == 0 ? read_wait_call
+                          : strcmp(mode, "read_many") == 0 ? read_many_call
+                                                           : NULL;
+    if (call == NULL)
+        return PyErr_Format(PyExc_ValueError, "Take: unknown mode %s", mode);
     if (!PyCallable_Check(slow))
         return PyErr_Format(PyExc_TypeError, "Take: slow must be callable");
     struct sps_reader *r = address_of(address);
     if (r == NULL)
         return NULL;
-    if (r->scratch == NULL)
-        return PyErr_Format(PyExc_ValueError, "Take: the reader has no scratch buffer");
+    if (r->scratch == NULL || (call == read_many_call && (r->ends == NULL || r->batch_max == 0)))
+        return PyErr_Format(PyExc_ValueError, "Take: the reader has no buffers for %s", mode);
     Take *self = PyObject_GC_New(Take, type);
     if (self == NULL)
         return NULL;
-    self->vectorcall = take_call;
+    self->vectorcall = call;
     self->r = r;
     self->owner = Py_NewRef(owner);
-    self->message = (PyTypeObject *)Py_NewRef(message);
+    self->result = (PyTypeObject *)Py_NewRef(result);
     self->slow = Py_NewRef(slow);
-    self->wait = wait;
+    self->batch_capacity = r->batch_max; /* set by the caller to the size of r->ends */
     PyObject_GC_Track(self);
     return (PyObject *)self;
 }
@@ -272,7 +339,7 @@ static int take_traverse(PyObject *self_, visitproc visit, void *arg)
 {
     Take *self = (Take *)self_;
     Py_VISIT(self->owner);
-    Py_VISIT(self->message);
+    Py_VISIT(self->result);
     Py_VISIT(self->slow);
     return 0;
 }
@@ -281,7 +348,7 @@ static int take_clear(PyObject *self_)
 {
     Take *self = (Take *)self_;
     Py_CLEAR(self->owner);
-    Py_CLEAR(self->message);
+    Py_CLEAR(self->result);
     Py_CLEAR(self->slow);
     return 0;
 }
@@ -296,7 +363,7 @@ static void take_dealloc(PyObject *self)
 static PyTypeObject TakeType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "shmpubsub._fastpath.Take",
-    .tp_doc = "read() or read_wait(spin_ns) -> the next message, one C call (see _core.Reader)",
+    .tp_doc = "read(), read_wait(spin_ns) or read_many(max_messages), one C call (see _core.Reader)",
     .tp_basicsize = sizeof(Take),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_vectorcall_offset = offsetof(Take, vectorcall),
@@ -309,26 +376,29 @@ static PyTypeObject TakeType = {
 
 /* -- the module ----------------------------------------------------------------------- */
 
-/* bind(publish, take, take_wait): the addresses of sps_publish, sps_take and sps_take_wait in
- * the cffi module (ffi.addressof), so that there is one copy of the core in the process. */
+/* bind(publish, take, take_wait, take_many): the addresses of sps_publish, sps_take,
+ * sps_take_wait and sps_take_many in the cffi module (ffi.addressof), so that there is one
+ * copy of the core in the process. */
 static PyObject *bind(PyObject *module, PyObject *args)
 {
     (void)module;
-    PyObject *p, *t, *tw;
-    if (!PyArg_ParseTuple(args, "OOO:bind", &p, &t, &tw))
+    PyObject *p, *t, *tw, *tm;
+    if (!PyArg_ParseTuple(args, "OOOO:bind", &p, &t, &tw, &tm))
         return NULL;
-    void *publish = address_of(p), *take = address_of(t), *take_wait = address_of(tw);
-    if (publish == NULL || take == NULL || take_wait == NULL)
+    void *publish = address_of(p), *take = address_of(t);
+    void *take_wait = address_of(tw), *take_many = address_of(tm);
+    if (publish == NULL || take == NULL || take_wait == NULL || take_many == NULL)
         return NULL;
     /* Object pointers to function pointers: what dlsym() does too; POSIX guarantees it. */
     core_publish = (publish_fn)publish;
     core_take = (take_fn)take;
     core_take_wait = (take_fn)take_wait;
+    core_take_many = (take_fn)take_many;
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
-    {"bind", bind, METH_VARARGS, "bind(publish, take, take_wait): the core's functions, by address"},
+    {"bind", bind, METH_VARARGS, "bind(publish, take, take_wait, take_many): the core's functions, by address"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -346,7 +416,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         return NULL;
     str_data = PyUnicode_InternFromString("data");
     str_seq = PyUnicode_InternFromString("seq");
-    if (str_data == NULL || str_seq == NULL)
+    str_payloads = PyUnicode_InternFromString("payloads");
+    if (str_data == NULL || str_seq == NULL || str_payloads == NULL)
         return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)
