@@ -3,8 +3,9 @@
     python benchmarks/hop.py
 
 Times four ways of doing the same hop on a 64-byte topic (best of 15 x 3 x 2000): the two bare
-cffi calls, the same plus the bytes and the Message, the same through shmpubsub's _core layer,
-and the public API. The differences are what each layer costs (docs/benchmarks.md).
+cffi calls, the same plus the bytes and the Message built in Python (what the library did
+before _fastpath), the two calls of _fastpath that the library makes, and the public API. The
+differences are what each layer costs (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def main() -> None:
             "S": reader._scratch,
             "publish": pub.publish,
             "receive": sub.receive,
-            "wpub": writer.publish,
+            "send": writer.send,
             "rwait": reader.read_wait,
             "take": lib.sps_take_wait,
             "lpub": lib.sps_publish,
@@ -38,7 +39,7 @@ def main() -> None:
         hops = {
             "two bare cffi calls": "lpub(W, b, 64); take(R)",
             "+ bytes and Message": "lpub(W, b, 64); n = take(R); Message(unpack(S, n), R.last_seq)",
-            "through _core": "wpub(b); rwait(10_000_000)",
+            "the _fastpath calls": "send(b); rwait(10_000_000)",
             "the public API": "publish(b); receive()",
         }
         best = dict.fromkeys(hops, float("inf"))
