@@ -24,15 +24,23 @@ static publish_fn core_publish;
 static take_fn core_take, core_take_wait, core_take_many;
 static PyObject *str_data, *str_seq, *str_payloads;
 
+/* What both kinds of callable hold: the cffi objects that own the structure they call the
+ * core with (so that it outlives every call), the type of what they build, and the Python
+ * code that handles every outcome but the common one. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *owner;
+    PyTypeObject *result; /* NULL for Publish */
+    PyObject *slow;
+} Bound;
+
 /* Publish(owner, address, slow): publish(data) -> sequence number.
  * Any other outcome (a refusal, sleepers to wake, data that is not a contiguous buffer) is
  * left to slow(code, data), code None for the buffer; its result is returned. */
 typedef struct {
-    PyObject_HEAD
-    vectorcallfunc vectorcall;
+    Bound bound;
     struct sps_writer *w;
-    PyObject *owner; /* the cffi object that owns *w */
-    PyObject *slow;
 } Publish;
 
 /* Take(owner, address, result_type, slow, mode), by mode:
@@ -43,15 +51,9 @@ typedef struct {
  * bytes) and seq (the first's). Both are built without calling __init__. Every other outcome
  * is left to slow(code). A wait first looks with the GIL held; only when there is nothing yet
  * does it release the GIL and spin. Copies run with the GIL held: at most 64 KiB (scratch). */
-enum take_mode { TAKE_ONE, TAKE_WAIT, TAKE_MANY };
-
 typedef struct {
-    PyObject_HEAD
-    vectorcallfunc vectorcall;
+    Bound bound;
     struct sps_reader *r;
-    PyObject *owner; /* the cffi objects that own *r, its scratch and its ends */
-    PyTypeObject *result;
-    PyObject *slow;
     uint64_t batch_capacity; /* read_many: entries in r->ends */
 } Take;
 
@@ -71,6 +73,63 @@ static void *address_of(PyObject *address)
         PyErr_SetString(PyExc_ValueError, "null address");
     return p;
 }
+
+/* A new Publish or Take (type's size), not yet tracked by the garbage collector. */
+static Bound *bound_new(PyTypeObject *type, PyObject *kwargs, vectorcallfunc call, PyObject *owner,
+                        PyObject *result, PyObject *slow)
+{
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+        PyErr_Format(PyExc_TypeError, "%s takes no keyword arguments", type->tp_name);
+        return NULL;
+    }
+    if (!PyCallable_Check(slow)) {
+        PyErr_Format(PyExc_TypeError, "%s: slow must be callable", type->tp_name);
+        return NULL;
+    }
+    Bound *self = PyObject_GC_New(Bound, type); /* tp_basicsize: the whole Publish or Take */
+    if (self == NULL)
+        return NULL;
+    self->vectorcall = call;
+    self->owner = Py_NewRef(owner);
+    self->result = (PyTypeObject *)Py_XNewRef(result);
+    self->slow = Py_NewRef(slow);
+    return self;
+}
+
+static int bound_traverse(PyObject *self_, visitproc visit, void *arg)
+{
+    Bound *self = (Bound *)self_;
+    Py_VISIT(self->owner);
+    Py_VISIT(self->result);
+    Py_VISIT(self->slow);
+    return 0;
+}
+
+static int bound_clear(PyObject *self_)
+{
+    Bound *self = (Bound *)self_;
+    Py_CLEAR(self->owner);
+    Py_CLEAR(self->result);
+    Py_CLEAR(self->slow);
+    return 0;
+}
+
+static void bound_dealloc(PyObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    bound_clear(self);
+    PyObject_GC_Del(self);
+}
+
+#define BOUND_TYPE(c_type, name, doc, new)                                                  \
+    {                                                                                       \
+        PyVarObject_HEAD_INIT(NULL, 0)                                                      \
+        .tp_name = name, .tp_doc = doc, .tp_basicsize = sizeof(c_type),                     \
+        .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,   \
+        .tp_vectorcall_offset = offsetof(Bound, vectorcall), .tp_call = PyVectorcall_Call,  \
+        .tp_new = new, .tp_traverse = bound_traverse, .tp_clear = bound_clear,              \
+        .tp_dealloc = bound_dealloc,                                                        \
+    }
 
 /* The one argument of a call, given by position or by the keyword name. */
 static PyObject *one_argument(const char *function, const char *name, PyObject *const *args,
@@ -111,7 +170,7 @@ static PyObject *publish_call(PyObject *self_, PyObject *const *args, size_t nar
         Py_buffer view;
         if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
             PyErr_Clear(); /* the slow path says what is wrong, in the library's terms */
-            return PyObject_CallFunctionObjArgs(self->slow, Py_None, data, NULL);
+            return PyObject_CallFunctionObjArgs(self->bound.slow, Py_None, data, NULL);
         }
         if (view.len < RELEASE_GIL_FROM) {
             rc = core_publish(self->w, view.buf, (uint64_t)view.len);
@@ -127,7 +186,7 @@ static PyObject *publish_call(PyObject *self_, PyObject *const *args, size_t nar
     PyObject *code = PyLong_FromLongLong(rc);
     if (code == NULL)
         return NULL;
-    PyObject *result = PyObject_CallFunctionObjArgs(self->slow, code, data, NULL);
+    PyObject *result = PyObject_CallFunctionObjArgs(self->bound.slow, code, data, NULL);
     Py_DECREF(code);
     return result;
 }
@@ -135,62 +194,21 @@ static PyObject *publish_call(PyObject *self_, PyObject *const *args, size_t nar
 static PyObject *publish_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     PyObject *owner, *address, *slow;
-    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0)
-        return PyErr_Format(PyExc_TypeError, "Publish takes no keyword arguments");
     if (check_bound() < 0 || !PyArg_ParseTuple(args, "OOO:Publish", &owner, &address, &slow))
         return NULL;
-    if (!PyCallable_Check(slow))
-        return PyErr_Format(PyExc_TypeError, "Publish: slow must be callable");
     void *w = address_of(address);
     if (w == NULL)
         return NULL;
-    Publish *self = PyObject_GC_New(Publish, type);
+    Publish *self = (Publish *)bound_new(type, kwargs, publish_call, owner, NULL, slow);
     if (self == NULL)
         return NULL;
-    self->vectorcall = publish_call;
     self->w = w;
-    self->owner = Py_NewRef(owner);
-    self->slow = Py_NewRef(slow);
     PyObject_GC_Track(self);
     return (PyObject *)self;
 }
 
-static int publish_traverse(PyObject *self_, visitproc visit, void *arg)
-{
-    Publish *self = (Publish *)self_;
-    Py_VISIT(self->owner);
-    Py_VISIT(self->slow);
-    return 0;
-}
-
-static int publish_clear(PyObject *self_)
-{
-    Publish *self = (Publish *)self_;
-    Py_CLEAR(self->owner);
-    Py_CLEAR(self->slow);
-    return 0;
-}
-
-static void publish_dealloc(PyObject *self)
-{
-    PyObject_GC_UnTrack(self);
-    publish_clear(self);
-    PyObject_GC_Del(self);
-}
-
-static PyTypeObject PublishType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "shmpubsub._fastpath.Publish",
-    .tp_doc = "publish(data) -> sequence number, one C call (see _core.Writer)",
-    .tp_basicsize = sizeof(Publish),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_vectorcall_offset = offsetof(Publish, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_new = publish_new,
-    .tp_traverse = publish_traverse,
-    .tp_clear = publish_clear,
-    .tp_dealloc = publish_dealloc,
-};
+static PyTypeObject PublishType = BOUND_TYPE(Publish, "shmpubsub._fastpath.Publish",
+    "publish(data) -> sequence number, one C call (see _core.Writer)", publish_new);
 
 /* -- Take ----------------------------------------------------------------------------- */
 
@@ -199,7 +217,7 @@ static PyObject *new_result(Take *self, PyObject *name, PyObject *content, uint6
 {
     if (content == NULL)
         return NULL;
-    PyObject *result = self->result->tp_alloc(self->result, 0);
+    PyObject *result = self->bound.result->tp_alloc(self->bound.result, 0);
     PyObject *seq = result == NULL ? NULL : PyLong_FromUnsignedLongLong(seq_number);
     int rc = seq == NULL ? -1 : PyObject_SetAttr(result, name, content);
     rc = rc < 0 ? -1 : PyObject_SetAttr(result, str_seq, seq);
@@ -217,7 +235,7 @@ static PyObject *call_slow(Take *self, int64_t code)
     PyObject *value = PyLong_FromLongLong(code);
     if (value == NULL)
         return NULL;
-    PyObject *result = PyObject_CallOneArg(self->slow, value);
+    PyObject *result = PyObject_CallOneArg(self->bound.slow, value);
     Py_DECREF(value);
     return result;
 }
@@ -304,8 +322,6 @@ static PyObject *take_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     PyObject *owner, *address, *result, *slow;
     const char *mode;
-    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0)
-        return PyErr_Format(PyExc_TypeError, "Take takes no keyword arguments");
     if (check_bound() < 0 ||
         !PyArg_ParseTuple(args, "OOO!Os:Take", &owner, &address, &PyType_Type, &result, &slow, &mode))
         return NULL;
@@ -315,64 +331,22 @@ static PyObject *take_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
                                                            : NULL;
     if (call == NULL)
         return PyErr_Format(PyExc_ValueError, "Take: unknown mode %s", mode);
-    if (!PyCallable_Check(slow))
-        return PyErr_Format(PyExc_TypeError, "Take: slow must be callable");
     struct sps_reader *r = address_of(address);
     if (r == NULL)
         return NULL;
     if (r->scratch == NULL || (call == read_many_call && (r->ends == NULL || r->batch_max == 0)))
         return PyErr_Format(PyExc_ValueError, "Take: the reader has no buffers for %s", mode);
-    Take *self = PyObject_GC_New(Take, type);
+    Take *self = (Take *)bound_new(type, kwargs, call, owner, result, slow);
     if (self == NULL)
         return NULL;
-    self->vectorcall = call;
     self->r = r;
-    self->owner = Py_NewRef(owner);
-    self->result = (PyTypeObject *)Py_NewRef(result);
-    self->slow = Py_NewRef(slow);
     self->batch_capacity = r->batch_max; /* set by the caller to the size of r->ends */
     PyObject_GC_Track(self);
     return (PyObject *)self;
 }
 
-static int take_traverse(PyObject *self_, visitproc visit, void *arg)
-{
-    Take *self = (Take *)self_;
-    Py_VISIT(self->owner);
-    Py_VISIT(self->result);
-    Py_VISIT(self->slow);
-    return 0;
-}
-
-static int take_clear(PyObject *self_)
-{
-    Take *self = (Take *)self_;
-    Py_CLEAR(self->owner);
-    Py_CLEAR(self->result);
-    Py_CLEAR(self->slow);
-    return 0;
-}
-
-static void take_dealloc(PyObject *self)
-{
-    PyObject_GC_UnTrack(self);
-    take_clear(self);
-    PyObject_GC_Del(self);
-}
-
-static PyTypeObject TakeType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "shmpubsub._fastpath.Take",
-    .tp_doc = "read(), read_wait(spin_ns) or read_many(max_messages), one C call (see _core.Reader)",
-    .tp_basicsize = sizeof(Take),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_vectorcall_offset = offsetof(Take, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_new = take_new,
-    .tp_traverse = take_traverse,
-    .tp_clear = take_clear,
-    .tp_dealloc = take_dealloc,
-};
+static PyTypeObject TakeType = BOUND_TYPE(Take, "shmpubsub._fastpath.Take",
+    "read(), read_wait(spin_ns) or read_many(max_messages), one C call (see _core.Reader)", take_new);
 
 /* -- the module ----------------------------------------------------------------------- */
 
