@@ -1,10 +1,10 @@
 """Typed wrappers over the compiled C core: the only module that touches ``lib``.
 
 Each wrapper checks arguments in Python, calls C once, and turns C status
-codes into exceptions from :mod:`shmpubsub.errors`. The two calls made once per message
-(publish one, take one) go through ``_fastpath``, a CPython-API wrapper over the same
-functions of ``lib``: a cffi call and the Python objects built around it cost more than the
-message (docs/architecture.md, "Two bindings").
+codes into exceptions from :mod:`shmpubsub.errors`. The calls made once per message
+(publish one, take one, take a batch) go through ``_fastpath``, a CPython-API wrapper over
+the same functions of ``lib``: a cffi call and the Python objects built around it cost more
+than the message (docs/architecture.md, "Two bindings").
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ if lib.SPS_LAYOUT_VERSION != LAYOUT_VERSION:  # pragma: no cover - only with a s
         f"shmpubsub's compiled core speaks layout version {lib.SPS_LAYOUT_VERSION} but the Python "
         f"package expects {LAYOUT_VERSION}: the extension is stale, reinstall shmpubsub"
     )
-
 
 
 def _address(cdata: Any) -> int:
