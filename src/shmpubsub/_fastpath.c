@@ -1,6 +1,6 @@
-/* The per-message calls (publish one, take one) through the CPython API.
+/* The per-message calls (publish one, take one, take a batch) through the CPython API.
  *
- * Everything else goes through cffi (_core.py). These two run once per message, where cffi's
+ * Everything else goes through cffi (_core.py). These run once per message, where cffi's
  * per-call cost dominates: a cffi call releases and retakes the GIL and converts its arguments
  * (115-160 ns here; ffi.from_buffer for a bytearray 250-330 ns more), and the bytes and the
  * Message are then built in Python (~300 ns). Here a message costs one call. The C core is not
