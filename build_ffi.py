@@ -16,7 +16,7 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 CSRC = "csrc"
-SOURCES = [f"{CSRC}/ring.c", f"{CSRC}/segment.c", f"{CSRC}/control.c", f"{CSRC}/file.c", f"{CSRC}/checksum.c"]
+SOURCES = [f"{CSRC}/{name}.c" for name in ("ring", "segment", "control", "file", "checksum", "wake")]
 
 
 def read_cdef() -> str:

@@ -267,8 +267,9 @@ void sps_disarm(struct sps_reader *r)
     sps_leave(&r->busy);
 }
 
-void sps_writer_bind(struct sps_writer *w, const struct sps_control *c)
+void sps_writer_bind(struct sps_writer *w, const struct sps_control *c, struct sps_waker *k)
 {
+    w->waker = k;
     w->sleepers = (uint64_t *)control_header(c)->sleepers;
     w->sleeper_words = c->sleeper_words;
 }

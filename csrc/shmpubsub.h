@@ -104,6 +104,7 @@ struct sps_writer {
     uint32_t sleeper_words;   /* words in the control segment's sleepers bitmap (0: none bound) */
     uint64_t *sleepers;       /* that bitmap */
     uint64_t stream_from;     /* payloads this long or longer bypass the cache (UINT64_MAX: none) */
+    struct sps_waker *waker;  /* sends the wake-ups after sps_publish_waking (NULL: none) */
 };
 
 struct sps_reader {
@@ -148,6 +149,26 @@ struct sps_control_info {
     uint64_t epoch;
     uint64_t total_size;
     char socket_dir[96];      /* SPS_SOCKET_DIR_MAX, NUL-terminated */
+};
+
+/* A wake-up that could not be sent: the subscriber's entry, its token and the errno. */
+struct sps_wake_failure {
+    uint32_t index;
+    int error;
+    uint64_t token;
+};
+
+/* The publisher's wake-up sender: a non-blocking AF_UNIX datagram socket, and the path of
+ * the subscribers' sockets up to their token (the socket directory, "/", the name prefix). */
+struct sps_waker {
+    struct sps_control *control;
+    int fd;
+    uint32_t prefix_len;
+    char path[108];           /* the prefix; each send appends the token's 16 hex digits */
+    uint64_t sent;            /* datagrams sent (or already pending: the queue was full) */
+    uint64_t failed;          /* sends that failed */
+    uint32_t failure_count;   /* failures recorded below since the caller last cleared them */
+    struct sps_wake_failure failures[1024]; /* SPS_MAX_SUBSCRIBERS */
 };
 
 /* One subscriber's entry, as plain values. */
@@ -251,10 +272,25 @@ void sps_disarm(struct sps_reader *r);
  * 2 when the topic closed, 0 on time-out. */
 int sps_spin(struct sps_reader *r, uint64_t ns);
 
-void sps_writer_bind(struct sps_writer *w, const struct sps_control *c);
+/* Binds the writer to the control segment's sleepers bitmap, and to the waker (or NULL) that
+ * sps_publish_waking uses. */
+void sps_writer_bind(struct sps_writer *w, const struct sps_control *c, struct sps_waker *k);
 /* Clears the sleepers bitmap; writes the entry index and the token (which names its socket:
  * untrusted) of each sleeper found to indices and tokens. Their number. */
 uint32_t sps_collect_sleepers(struct sps_control *c, uint32_t *indices, uint64_t *tokens, uint32_t max);
+
+/* Wake-up datagrams (wake.c). sps_waker_init: SPS_OK, or SPS_E_SOCKET_DIR if the prefix
+ * leaves no room for a token in a socket path. */
+int sps_waker_init(struct sps_waker *k, struct sps_control *c, int fd, const char *prefix);
+/* Collects the sleepers and sends each a datagram; a send that fails is recorded in
+ * k->failures (the caller clears failure_count once it has dealt with them). Returns
+ * failure_count. */
+uint32_t sps_wake(struct sps_waker *k);
+/* sps_publish, then the wake-ups through w->waker: n, or SPS_WAKE if some sleeper is still to
+ * be dealt with (no waker, or a send failed); the message is published either way. */
+int64_t sps_publish_waking(struct sps_writer *w, const char *data, uint64_t len);
+/* Discards the datagrams waiting in a subscriber's socket: their count, or a negative errno. */
+int sps_drain(int fd);
 
 /* Control segment. Subscribers may write it, so everything in it is untrusted:
  * indices are bounds-checked, tokens only ever become numbers in a socket name. */

@@ -288,7 +288,7 @@ static void fuzz_control(const uint8_t *data, size_t size)
     struct sps_reader r;
     CHECK(sps_writer_init(&w, ring, ring_size) == SPS_OK);
     CHECK(sps_reader_init(&r, ring, ring_size, SPS_START_NEXT, SPS_RESYNC_OLDEST) == SPS_OK);
-    sps_writer_bind(&w, &c);
+    sps_writer_bind(&w, &c, NULL);
     int index = sps_control_claim(&c, 0x1234567, 42, 7);
     CHECK(index == SPS_FULL || (index >= 0 && (uint32_t)index < info.max_subscribers));
     if (index >= 0) {

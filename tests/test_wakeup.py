@@ -14,6 +14,7 @@ KeyboardInterrupt) are printed; run with ``-s`` to see them.
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import multiprocessing
 import os
@@ -934,6 +935,43 @@ def test_subscriber_killed_while_asleep_costs_one_failed_send(topic: str) -> Non
             pub.publish(_payload(i))
         assert pub.wakeup_failures == 1
         assert [e.pid for e in pub.subscribers] == [os.getpid()]
+
+
+def test_a_send_failing_for_another_reason_is_logged_and_the_subscriber_kept(
+    topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Only a refused or missing socket means a dead subscriber; anything else (EACCES, say,
+    # which root never gets) is reported and left alone.
+    with Publisher(topic) as pub, Subscriber(topic) as sub:
+        entry = pub.subscribers[0]
+        waker = pub._waker
+        with caplog.at_level(logging.WARNING, logger="shmpubsub.wakeup"):
+            waker._failed(entry.index, entry.token, errno.EACCES)
+        assert "cannot wake subscriber" in caplog.text and os.strerror(errno.EACCES) in caplog.text
+        assert [e.token for e in pub.subscribers] == [entry.token]
+        assert os.path.exists(_socket_path(entry.token))
+        sub.fileno()
+        assert sub.try_receive() is None  # armed: the next publish wakes it from C again
+        pub.publish(b"x")
+        assert pub.wakeups_sent == 1 and pub.wakeup_failures == 0
+
+
+def test_wake_sender_refuses_a_socket_path_prefix_with_no_room_for_a_token(topic: str) -> None:
+    with Publisher(topic) as pub, pytest.raises(sps.InvalidArgument, match="no room for a token"):
+        _core.WakeSender(pub._control, pub._waker._sock.fileno(), "/" + "d" * 100 + "/" + PREFIX)
+
+
+def test_drain_discards_every_pending_wakeup_and_reports_a_closed_socket(topic: str) -> None:
+    with Publisher(topic), Subscriber(topic) as sub:
+        wake = sub._wake
+        assert wake is not None
+        for _ in range(3):
+            wake.wake_self()
+        assert _core.drain(wake.sock.fileno()) == 3
+        assert _core.drain(wake.sock.fileno()) == 0
+    with pytest.raises(OSError) as raised:
+        _core.drain(-1)
+    assert raised.value.errno == errno.EBADF
 
 
 def test_subscriber_killed_while_awake_leaves_nothing_after_close(topic: str) -> None:

@@ -45,7 +45,10 @@ def _address(cdata: Any) -> int:
 
 
 _fastpath.bind(
-    *(_address(ffi.addressof(lib, f)) for f in ("sps_publish", "sps_take", "sps_take_wait", "sps_take_many"))
+    *(
+        _address(ffi.addressof(lib, f))
+        for f in ("sps_publish_waking", "sps_take", "sps_take_wait", "sps_take_many")
+    )
 )
 
 HEADER_SIZE: Final[int] = lib.SPS_HEADER_SIZE
@@ -335,6 +338,43 @@ class Control:
         return list(zip(ffi.unpack(self._out, count), ffi.unpack(self._tokens, count), strict=True))
 
 
+class WakeSender:
+    """The publisher's wake-up sender (csrc/wake.c): after a publish that finds sleepers, the
+    writer sends each a datagram itself, in the same C call. Sends that fail come back here."""
+
+    __slots__ = ("_control", "_k")
+
+    def __init__(self, control: Control, fd: int, prefix: str) -> None:
+        self._control = control  # its struct must outlive ours, which points to it
+        self._k = ffi.new("struct sps_waker *")
+        if lib.sps_waker_init(self._k, control._c, fd, prefix.encode()) != lib.SPS_OK:
+            raise InvalidArgument(f"socket path prefix {prefix!r} leaves no room for a token")
+
+    @property
+    def sent(self) -> int:
+        return int(self._k.sent)
+
+    @property
+    def failed(self) -> int:
+        return int(self._k.failed)
+
+    def wake(self) -> list[tuple[int, int, int]]:
+        """Wakes the sleepers; (entry index, token, errno) of each send that failed, here or
+        in an earlier publish, each reported once."""
+        count = lib.sps_wake(self._k)
+        failures = [(int(f.index), int(f.token), int(f.error)) for f in self._k.failures[0:count]]
+        self._k.failure_count = 0
+        return failures
+
+
+def drain(fd: int) -> int:
+    """Discards the datagrams waiting in a socket: their count."""
+    count: int = lib.sps_drain(fd)
+    if count < 0:
+        raise OSError(-count, os.strerror(-count))
+    return count
+
+
 def as_buffer(data: Buffer) -> Any:
     """A C view of any bytes-like object, without copying."""
     try:
@@ -351,7 +391,7 @@ _BYTE_SIZED: Final = frozenset({bytes, bytearray})
 class Writer:
     """The publishing end of a mapped ring."""
 
-    __slots__ = ("_bad", "_base", "_publish_one", "_topic", "_w", "_wake", "send")
+    __slots__ = ("_bad", "_base", "_publish_one", "_sender", "_topic", "_w", "_wake", "send")
 
     def __init__(self, base: Any, size: int, topic: str) -> None:
         self._w = ffi.new("struct sps_writer *")
@@ -359,6 +399,7 @@ class Writer:
         self._base = base
         self._topic = topic
         self._wake: Callable[[], None] | None = None
+        self._sender: WakeSender | None = None  # kept alive: the writer points to it
         rc = lib.sps_writer_init(self._w, base, size)
         if rc != lib.SPS_OK:  # pragma: no cover - the segment was just created and validated
             raise InvalidSegment(f"topic {topic!r}: cannot attach a writer (code {rc})")
@@ -388,9 +429,11 @@ class Writer:
         tests that hammer that path on a one-slot ring."""
         self._w.stream_from = 0
 
-    def bind(self, control: Control, wake: Callable[[], None]) -> None:
-        """Watches *control*'s sleepers after each publish; *wake* is called when any sleeps."""
-        lib.sps_writer_bind(self._w, control._c)
+    def bind(self, control: Control, sender: WakeSender, wake: Callable[[], None]) -> None:
+        """Watches *control*'s sleepers after each publish. publish() wakes them through
+        *sender* itself; every other call, or a send that failed, calls *wake*."""
+        lib.sps_writer_bind(self._w, control._c, sender._k)
+        self._sender = sender
         self._wake = wake
 
     def publish(self, data: Buffer) -> int:
@@ -399,7 +442,7 @@ class Writer:
     def _slow_path(self, code: int | None, data: Buffer) -> int:
         if code is None:  # not a contiguous buffer of bytes: as_buffer says why, in our terms
             view = as_buffer(data)
-            code = lib.sps_publish(self._w, view, len(view))
+            code = lib.sps_publish_waking(self._w, view, len(view))
             if code >= 0:
                 return code
         if code == _WAKE:  # published; some subscriber sleeps

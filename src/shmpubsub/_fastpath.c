@@ -350,7 +350,7 @@ static PyTypeObject TakeType = BOUND_TYPE(Take, "shmpubsub._fastpath.Take",
 
 /* -- the module ----------------------------------------------------------------------- */
 
-/* bind(publish, take, take_wait, take_many): the addresses of sps_publish, sps_take,
+/* bind(publish, take, take_wait, take_many): the addresses of sps_publish_waking, sps_take,
  * sps_take_wait and sps_take_many in the cffi module (ffi.addressof), so that there is one
  * copy of the core in the process. */
 static PyObject *bind(PyObject *module, PyObject *args)

@@ -43,5 +43,6 @@ def segment_name(topic: str, suffix: str = "") -> str:
 
 
 def socket_name(token: int) -> str:
-    """The file name of a subscriber's wake-up socket, made from its control entry's token."""
+    """The file name of a subscriber's wake-up socket, made from its control entry's token
+    (csrc/wake.c makes the same: PREFIX, then 16 lowercase hex digits)."""
     return f"{PREFIX}{token:016x}"

@@ -136,7 +136,7 @@ class Publisher(Handle):
                 filebacked.write_stub(self._segment, self._ring_file.path, self.epoch, self._pid)
                 self._writer = self._ring_file.writer(self._base, total, self.topic, flush_every)
             self._waker = wakeup.Waker(self._control, self.topic)
-            self._writer.bind(self._control, self._waker.wake_sleepers)
+            self._writer.bind(self._control, self._waker.sender, self._waker.wake_sleepers)
             self._view = memoryview(mapping)
         except BaseException:
             self._release_pointers()

@@ -25,7 +25,7 @@ from .names import PREFIX, socket_name
 
 log = logging.getLogger(__name__)
 
-_WAKE = b"\x01"
+_WAKE = b"\x01"  # the byte sent carries no meaning (csrc/wake.c sends the same)
 
 
 def socket_dir() -> str:
@@ -73,7 +73,9 @@ def check_private_dir(path: str) -> None:
 
 
 class Waker:
-    """The publisher's side: sends one datagram to each subscriber that asked for a wake-up."""
+    """The publisher's side: one datagram to each subscriber that asked for a wake-up. The
+    sends are made in C (csrc/wake.c), by publish() itself; a send that failed comes back here,
+    where a dead subscriber is reclaimed."""
 
     def __init__(self, control: _core.Control, topic: str) -> None:
         self._control = control
@@ -83,35 +85,32 @@ class Waker:
         with descriptors_needed(f"topic {topic!r}: cannot make the publisher's wake-up socket"):
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self._sock.setblocking(False)
-        #: Datagrams sent, and sends that failed (a subscriber that died, mostly).
-        self.sent = 0
-        self.failed = 0
-        self._paths: dict[int, str] = {}  # socket path by token: sleepers are woken often
+        # C appends the token's 16 hex digits, as socket_name() does.
+        self.sender = _core.WakeSender(control, self._sock.fileno(), os.path.join(control.socket_dir, PREFIX))
+
+    @property
+    def sent(self) -> int:
+        """Datagrams sent (a full queue counts: a wake-up is already pending there)."""
+        return self.sender.sent
+
+    @property
+    def failed(self) -> int:
+        """Sends that failed: a subscriber that died, mostly."""
+        return self.sender.failed
 
     def wake_sleepers(self) -> None:
-        for index, token in self._control.collect_sleepers():
-            path = self._paths.get(token)
-            if path is None:
-                if len(self._paths) > 4 * self._control.max_subscribers:
-                    self._paths.clear()  # subscribers came and went: forget the old ones
-                path = self._paths[token] = os.path.join(self._control.socket_dir, socket_name(token))
-            self._send(index, token, path)
+        for index, token, error in self.sender.wake():
+            self._failed(index, token, error)
 
-    def _send(self, index: int, token: int, path: str) -> None:
-        try:
-            self._sock.sendto(_WAKE, path)
-            self.sent += 1
-        except BlockingIOError:
-            self.sent += 1  # its queue is full: a wake-up is already pending there
-        except (ConnectionRefusedError, FileNotFoundError):
-            self.failed += 1  # nobody is bound there: the subscriber died
-            entry = self._control.entry(index)
-            if entry is not None and entry.token == token:
-                log.info("topic %r: subscriber pid %d is gone; reclaiming its entry", self._topic, entry.pid)
-                reclaim(self._control, entry)
-        except OSError as e:
-            self.failed += 1
-            log.warning("topic %r: cannot wake subscriber %d (socket %s): %s", self._topic, index, path, e)
+    def _failed(self, index: int, token: int, error: int) -> None:
+        if error not in (errno.ECONNREFUSED, errno.ENOENT):
+            why = f"{os.path.join(self._control.socket_dir, socket_name(token))}: {os.strerror(error)}"
+            log.warning("topic %r: cannot wake subscriber %d (%s)", self._topic, index, why)
+            return
+        entry = self._control.entry(index)  # nobody is bound there: it died
+        if entry is not None and entry.token == token:
+            log.info("topic %r: subscriber pid %d is gone; reclaiming its entry", self._topic, entry.pid)
+            reclaim(self._control, entry)
 
     def close(self) -> None:
         self._sock.close()
@@ -221,11 +220,7 @@ class WakeSocket:
 
     def drain(self) -> None:
         """Discards pending wake-ups (they only ever mean: look at the ring)."""
-        try:
-            while True:
-                self.sock.recv(64)
-        except BlockingIOError:
-            pass
+        _core.drain(self.sock.fileno())
 
     def wake_self(self) -> None:
         """Makes our descriptor readable (used when the topic ended after we armed)."""

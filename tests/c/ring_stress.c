@@ -468,7 +468,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "ring_stress: cannot set up the segments\n");
         return 2;
     }
-    sps_writer_bind(&writer, &control);
+    sps_writer_bind(&writer, &control, NULL);
     for (int i = 0; i < MAX_SUBSCRIBERS; i++) {
         pthread_mutex_init(&waiters[i].lock, NULL);
         pthread_cond_init(&waiters[i].cond, NULL);
