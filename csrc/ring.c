@@ -395,6 +395,7 @@ int sps_reader_init(struct sps_reader *r, const void *base, uint64_t size, int s
 {
     memset(r, 0, sizeof *r);
     r->validate = 1;
+    r->sleep_fd = r->wake_fd = -1; /* set by the caller that sleeps (sps_sleep_take) */
     r->resync = resync;
     int rc = sps_ring_init(&r->ring, base, size);
     if (rc != SPS_OK) {

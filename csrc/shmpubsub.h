@@ -131,6 +131,12 @@ struct sps_reader {
     uint64_t *ends;           /* sps_take_many: where each message ends in scratch */
     uint64_t batch_max;       /* sps_take_many: the most messages (entries in ends) */
     uint64_t spin_ns;         /* sps_take_wait: how long it spins for a message not there yet */
+    /* sps_sleep_take: the epoll descriptor it sleeps on, the wake-up socket registered in it
+     * (with its descriptor as the event's data, as Python's select.epoll does), and what
+     * ended the last sleep (enum sps_woke, or a negative errno). */
+    int sleep_fd;
+    int wake_fd;
+    int woke;
 };
 
 /* A process-local view of a validated control segment. */
@@ -291,6 +297,16 @@ uint32_t sps_wake(struct sps_waker *k);
 int64_t sps_publish_waking(struct sps_writer *w, const char *data, uint64_t len);
 /* Discards the datagrams waiting in a subscriber's socket: their count, or a negative errno. */
 int sps_drain(int fd);
+/* What ended a sleep in sps_sleep_take, as bits (0: the time-out). */
+enum sps_woke {
+    SPS_WOKE_SOCKET = 1,      /* the wake-up socket is readable */
+    SPS_WOKE_OTHER = 2        /* another descriptor is (the publisher's pidfd: it ended) */
+};
+/* For an armed reader that found nothing: sleeps in epoll_wait(r->sleep_fd) for up to
+ * timeout_ms (-1: no limit), sets r->woke, then takes the next message as sps_take does (so
+ * SPS_EMPTY if the sleep ended without one). Not counted in flight: whoever closes the
+ * reader must first wake the sleeper and wait for it to leave (Python counts its waiters). */
+int64_t sps_sleep_take(struct sps_reader *r, int timeout_ms);
 
 /* Control segment. Subscribers may write it, so everything in it is untrusted:
  * indices are bounds-checked, tokens only ever become numbers in a socket name. */

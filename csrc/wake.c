@@ -1,5 +1,5 @@
 /*
- * The wake-up datagrams: the publisher's sends and the subscriber's drain.
+ * The wake-up datagrams: the publisher's sends, the subscriber's sleep and drain.
  *
  * They carry no data: a datagram only means "look at the ring". The sends are made here
  * rather than from Python because they sit on the blocking path's critical path: collecting
@@ -10,6 +10,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -101,4 +102,14 @@ int sps_drain(int fd)
         else if (errno != EINTR)
             return errno == EAGAIN || errno == EWOULDBLOCK ? drained : -errno;
     }
+}
+
+int64_t sps_sleep_take(struct sps_reader *r, int timeout_ms)
+{
+    struct epoll_event events[4];
+    int n = epoll_wait(r->sleep_fd, events, 4, timeout_ms);
+    r->woke = n < 0 ? -errno : 0;
+    for (int i = 0; i < n; i++)
+        r->woke |= events[i].data.fd == r->wake_fd ? SPS_WOKE_SOCKET : SPS_WOKE_OTHER;
+    return sps_take(r);
 }

@@ -4,6 +4,7 @@ neither references nor the objects that own the ring."""
 
 from __future__ import annotations
 
+import errno
 import gc
 import threading
 import time
@@ -100,6 +101,39 @@ def test_the_c_calls_refuse_bad_arguments(topic: str) -> None:
         assert len(reader.read_many(10**9)) == 0  # at most MAX_BATCH: never past the ends array
 
 
+def test_sleep_read_wakes_on_a_publish_times_out_and_refuses_bad_time_outs(topic: str) -> None:
+    with sps.Publisher(topic, slots=8, slot_size=64) as pub, sps.Subscriber(topic, spin_us=0) as sub:
+        reader = sub._reader
+        assert not reader.arm()
+        later = threading.Timer(0.05, pub.publish, (b"late",))
+        later.start()
+        started = time.monotonic()
+        msg = reader.sleep_read(-1)  # no time-out: the publish from the other thread wakes it
+        later.join()
+        assert msg is not None and msg.data == b"late" and msg.seq == 0
+        assert time.monotonic() - started >= 0.04
+        assert reader.woke == (True, False)
+        assert _core.drain(sub._wake.sock.fileno()) == 1  # type: ignore[union-attr]
+        assert not reader.arm()
+        started = time.monotonic()
+        assert reader.sleep_read(30) is None
+        assert time.monotonic() - started >= 0.025
+        assert reader.woke == (False, False)
+        for bad, error in ((-2, ValueError), (2**31, ValueError), ("1", TypeError), (1.5, TypeError)):
+            with pytest.raises(error):
+                reader.sleep_read(bad)  # type: ignore[arg-type]
+
+
+def test_sleep_read_without_descriptors_to_watch_says_so(topic: str) -> None:
+    with sps.Publisher(topic, slots=8, slot_size=64), sps.Subscriber(topic) as sub:
+        reader = sub._reader
+        reader.watch(-1, -1)
+        assert reader.sleep_read(0) is None
+        with pytest.raises(OSError, match="cannot sleep") as raised:
+            reader.woke  # noqa: B018
+        assert raised.value.errno == errno.EBADF
+
+
 def test_batches_built_in_c_are_whole_batches(topic: str) -> None:
     sizes = [0, 1, 7, 64, 0, 33]
     with sps.Publisher(topic, slots=64, slot_size=64) as pub, sps.Subscriber(topic) as sub:
@@ -133,8 +167,16 @@ def test_no_references_leak_on_any_path(topic: str) -> None:
                 pub.publish(bytes(65))
             with pytest.raises(sps.InvalidType):  # not a buffer
                 pub.publish("text")
+            assert not reader.arm()
+            pub.publish(payload)  # wakes us from C: a datagram to our own socket
+            assert reader.sleep_read(1000) is not None  # epoll, then the take, in one call
+            assert reader.woke == (True, False)
+            _core.drain(wake_fd)
+            assert not reader.arm()
+            assert reader.sleep_read(0) is None  # its slow path: nothing there
 
     with sps.Publisher(topic, slots=64, slot_size=64) as pub, sps.Subscriber(topic, spin_us=100) as sub:
+        reader, wake_fd = sub._reader, sub._wake.sock.fileno()  # type: ignore[union-attr]
         rounds(pub, sub, 2000)  # warm: caches, interned objects, the exception machinery
         gc.collect()
         tracemalloc.start()

@@ -47,7 +47,7 @@ def _address(cdata: Any) -> int:
 _fastpath.bind(
     *(
         _address(ffi.addressof(lib, f))
-        for f in ("sps_publish_waking", "sps_take", "sps_take_wait", "sps_take_many")
+        for f in ("sps_publish_waking", "sps_take", "sps_take_wait", "sps_take_many", "sps_sleep_take")
     )
 )
 
@@ -580,7 +580,7 @@ class Reader:
 
     __slots__ = (
         *("_ends", "_mapping", "_r", "_scratch", "_seq_out", "_topic"),
-        *("read", "read_many", "read_wait"),  # the C calls of _fastpath
+        *("read", "read_many", "read_wait", "sleep_read"),  # the C calls of _fastpath
     )
 
     def __init__(
@@ -620,6 +620,12 @@ class Reader:
         self.read_many: Callable[[int], Batch] = _fastpath.Take(
             owner, address, Batch, self._read_many_slow, "read_many"
         )
+        #: sleep_read(timeout_ms): for an armed reader with nothing to read, sleeps on the
+        #: descriptors given to watch() until woken or timeout_ms pass (-1: no limit), then
+        #: read(); woke says what ended the sleep.
+        self.sleep_read: Callable[[int], Message | None] = _fastpath.Take(
+            owner, address, Message, self._read_slow, "sleep_read"
+        )
 
     @property
     def lost(self) -> int:
@@ -650,6 +656,21 @@ class Reader:
     def bind(self, control: Control, index: int) -> None:
         """Ties this reader to its control entry (position reports, sleepers bit)."""
         lib.sps_reader_bind(self._r, control._c, index)
+
+    def watch(self, epoll_fd: int, wake_fd: int) -> None:
+        """Where sleep_read sleeps: *epoll_fd*, which watches the wake-up socket *wake_fd* (and
+        the publisher's pidfd) with each descriptor as its event's data, as select.epoll does."""
+        self._r.sleep_fd = epoll_fd
+        self._r.wake_fd = wake_fd
+
+    @property
+    def woke(self) -> tuple[bool, bool]:
+        """What ended the last sleep_read: (the wake-up socket is readable, the other descriptor
+        is: the publisher ended). Both False after a time-out or a signal."""
+        woke = int(self._r.woke)
+        if woke < 0 and woke != -errno.EINTR:
+            raise OSError(-woke, f"cannot sleep on topic {self._topic!r}: {os.strerror(-woke)}")
+        return woke > 0 and bool(woke & lib.SPS_WOKE_SOCKET), woke > 0 and bool(woke & lib.SPS_WOKE_OTHER)
 
     def arm(self) -> bool:
         """Asks for a wake-up; True if the caller must not sleep (a message is there, or the topic

@@ -1,4 +1,5 @@
-/* The per-message calls (publish one, take one, take a batch) through the CPython API.
+/* The per-message calls (publish one, take one, take a batch, sleep then take one) through the
+ * CPython API.
  *
  * Everything else goes through cffi (_core.py). These run once per message, where cffi's
  * per-call cost dominates: a cffi call releases and retakes the GIL and converts its arguments
@@ -9,6 +10,8 @@
  * outlive every call. docs/architecture.md, "Two bindings", has the figures. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
+#include <limits.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -19,9 +22,11 @@
 
 typedef int64_t (*publish_fn)(struct sps_writer *, const char *, uint64_t);
 typedef int64_t (*take_fn)(struct sps_reader *);
+typedef int64_t (*sleep_take_fn)(struct sps_reader *, int);
 
 static publish_fn core_publish;
 static take_fn core_take, core_take_wait, core_take_many;
+static sleep_take_fn core_sleep_take;
 static PyObject *str_data, *str_seq, *str_payloads;
 
 /* What both kinds of callable hold: the cffi objects that own the structure they call the
@@ -47,10 +52,13 @@ typedef struct {
  *   "read"       read() -> the next message
  *   "read_wait"  read_wait(spin_ns) -> the same, having spun up to spin_ns for one
  *   "read_many"  read_many(max_messages) -> the messages there are, up to max_messages
+ *   "sleep_read" sleep_read(timeout_ms) -> for an armed reader: sleeps until woken (or the
+ *                time-out, -1: none), then read(); the reader's woke says what woke it
  * A message is a result_type with data and seq set; a batch one with payloads (a list of
  * bytes) and seq (the first's). Both are built without calling __init__. Every other outcome
  * is left to slow(code). A wait first looks with the GIL held; only when there is nothing yet
- * does it release the GIL and spin. Copies run with the GIL held: at most 64 KiB (scratch). */
+ * does it release the GIL and spin. Copies run with the GIL held (at most 64 KiB: scratch),
+ * except the one straight after a sleep, which is part of the sleeping call. */
 typedef struct {
     Bound bound;
     struct sps_reader *r;
@@ -291,6 +299,29 @@ static PyObject *read_wait_call(PyObject *self, PyObject *const *args, size_t na
     return take_one((Take *)self, spin_ns);
 }
 
+static PyObject *sleep_read_call(PyObject *self_, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Take *self = (Take *)self_;
+    PyObject *arg = one_argument("sleep_read", "timeout_ms", args, nargsf, kwnames);
+    if (arg == NULL)
+        return NULL;
+    long timeout_ms = PyLong_AsLong(arg);
+    if (timeout_ms == -1 && PyErr_Occurred())
+        return NULL;
+    if (timeout_ms < -1 || timeout_ms > INT_MAX)
+        return PyErr_Format(PyExc_ValueError, "sleep_read: timeout_ms must be -1 or 0 to %d", INT_MAX);
+    struct sps_reader *r = self->r;
+    int64_t n;
+    Py_BEGIN_ALLOW_THREADS
+    n = core_sleep_take(r, (int)timeout_ms);
+    Py_END_ALLOW_THREADS
+    if (r->woke == -EINTR && PyErr_CheckSignals() < 0)
+        return NULL; /* a signal handler raised (Ctrl-C): as select.epoll.poll does */
+    if (n < 0)
+        return call_slow(self, n);
+    return new_result(self, str_data, PyBytes_FromStringAndSize(r->scratch, (Py_ssize_t)n), r->last_seq);
+}
+
 static PyObject *read_many_call(PyObject *self_, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Take *self = (Take *)self_;
@@ -328,6 +359,7 @@ static PyObject *take_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     vectorcallfunc call = strcmp(mode, "read") == 0        ? read_call
                           : strcmp(mode, "read_wait") == 0 ? read_wait_call
                           : strcmp(mode, "read_many") == 0 ? read_many_call
+                          : strcmp(mode, "sleep_read") == 0 ? sleep_read_call
                                                            : NULL;
     if (call == NULL)
         return PyErr_Format(PyExc_ValueError, "Take: unknown mode %s", mode);
@@ -346,33 +378,36 @@ static PyObject *take_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 }
 
 static PyTypeObject TakeType = BOUND_TYPE(Take, "shmpubsub._fastpath.Take",
-    "read(), read_wait(spin_ns) or read_many(max_messages), one C call (see _core.Reader)", take_new);
+    "read(), read_wait(spin_ns), read_many(max_messages) or sleep_read(timeout_ms), one C call "
+    "(see _core.Reader)", take_new);
 
 /* -- the module ----------------------------------------------------------------------- */
 
-/* bind(publish, take, take_wait, take_many): the addresses of sps_publish_waking, sps_take,
- * sps_take_wait and sps_take_many in the cffi module (ffi.addressof), so that there is one
- * copy of the core in the process. */
+/* bind(publish, take, take_wait, take_many, sleep_take): the addresses of sps_publish_waking,
+ * sps_take, sps_take_wait, sps_take_many and sps_sleep_take in the cffi module (ffi.addressof),
+ * so that there is one copy of the core in the process. */
 static PyObject *bind(PyObject *module, PyObject *args)
 {
     (void)module;
-    PyObject *p, *t, *tw, *tm;
-    if (!PyArg_ParseTuple(args, "OOOO:bind", &p, &t, &tw, &tm))
+    PyObject *p, *t, *tw, *tm, *st;
+    if (!PyArg_ParseTuple(args, "OOOOO:bind", &p, &t, &tw, &tm, &st))
         return NULL;
     void *publish = address_of(p), *take = address_of(t);
-    void *take_wait = address_of(tw), *take_many = address_of(tm);
-    if (publish == NULL || take == NULL || take_wait == NULL || take_many == NULL)
+    void *take_wait = address_of(tw), *take_many = address_of(tm), *sleep_take = address_of(st);
+    if (publish == NULL || take == NULL || take_wait == NULL || take_many == NULL || sleep_take == NULL)
         return NULL;
     /* Object pointers to function pointers: what dlsym() does too; POSIX guarantees it. */
     core_publish = (publish_fn)publish;
     core_take = (take_fn)take;
     core_take_wait = (take_fn)take_wait;
     core_take_many = (take_fn)take_many;
+    core_sleep_take = (sleep_take_fn)sleep_take;
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
-    {"bind", bind, METH_VARARGS, "bind(publish, take, take_wait, take_many): the core's functions, by address"},
+    {"bind", bind, METH_VARARGS,
+     "bind(publish, take, take_wait, take_many, sleep_take): the core's functions, by address"},
     {NULL, NULL, 0, NULL},
 };
 

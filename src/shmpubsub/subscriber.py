@@ -215,6 +215,7 @@ class Subscriber(Handle):
         with descriptors_needed(f"topic {self.topic!r}: cannot make the subscriber's epoll descriptor"):
             self._epoll = select.epoll()
         self._epoll.register(self._wake.sock.fileno(), select.EPOLLIN)
+        self._reader.watch(self._epoll.fileno(), self._wake.sock.fileno())
 
     def _watch_publisher(self) -> None:
         """A pidfd turns readable when the publisher's process ends, without any polling. The
@@ -265,7 +266,7 @@ class Subscriber(Handle):
         got = self._reader.read_wait(spin_ns)
         if got is not None:
             return got
-        return self._wait(timeout, self._reader.read, spin_ns / 1e9)
+        return self._wait(timeout, self._reader.read, spin_ns / 1e9, self._reader.sleep_read)
 
     def try_receive_many(self, max_messages: int = 256) -> Batch:
         """Every message there is, up to *max_messages* (at most 4096), in one C call: a
@@ -379,17 +380,25 @@ class Subscriber(Handle):
 
     # -- waiting -----------------------------------------------------------------
 
-    def _wait(self, timeout: float | None, take: Callable[[], _T | None], spun: float = 0.0) -> _T:
+    def _wait(
+        self,
+        timeout: float | None,
+        take: Callable[[], _T | None],
+        spun: float = 0.0,
+        sleep_take: Callable[[int], _T | None] | None = None,
+    ) -> _T:
         """Waits until *take* (a read: consuming a message, or locating one for a view)
         returns something, and returns it; *spun* seconds of spinning and of the time-out
-        were spent already. Raises ReceiveTimeout or PublisherGone, and ClosedError if
-        another thread closes the subscriber meanwhile."""
+        were spent already. *sleep_take*, if given, sleeps and then takes in one C call, so
+        that a message reaches the caller from a wake-up without a Python step between.
+        Raises ReceiveTimeout or PublisherGone, and ClosedError if another thread closes the
+        subscriber meanwhile."""
         with self._state_lock:
             if self._closed:
                 raise ClosedError(f"topic {self.topic!r}: the subscriber is closed")
             self._waiting += 1
         try:
-            return self._wait_loop(timeout, take, spun)
+            return self._wait_loop(timeout, take, spun, sleep_take)
         finally:
             with self._state_lock:
                 self._waiting -= 1
@@ -398,7 +407,13 @@ class Subscriber(Handle):
             if release:
                 self._release()  # a close() in another thread left this to the last waiter
 
-    def _wait_loop(self, timeout: float | None, take: Callable[[], _T | None], spun: float) -> _T:
+    def _wait_loop(
+        self,
+        timeout: float | None,
+        take: Callable[[], _T | None],
+        spun: float,
+        sleep_take: Callable[[int], _T | None] | None,
+    ) -> _T:
         deadline = math.inf if timeout is None else time.monotonic() + timeout - spun
         spin = self._spin - spun
         backoff = 0.00005
@@ -428,9 +443,12 @@ class Subscriber(Handle):
                 if not self._selectable:
                     self._reader.disarm()
                 raise ReceiveTimeout(f"no message on topic {self.topic!r} within {timeout} s")
-            self._wake_pending = self._sleep(remaining, backoff) or self._wake_pending
+            if sleep_take is not None and self._epoll is not None:
+                got = self._sleep_take(remaining, sleep_take)
+            else:
+                self._wake_pending = self._sleep(remaining, backoff) or self._wake_pending
+                got = take()
             backoff = min(backoff * 2, _PASSIVE_POLL_MAX)
-            got = take()
             if got is not None:
                 return got
 
@@ -451,16 +469,31 @@ class Subscriber(Handle):
         if self._epoll is None:  # passive: poll
             time.sleep(min(backoff, seconds))
             return False
-        # Without a pidfd, look at the publisher's lock now and then; and never pass epoll a
-        # time-out it cannot represent.
-        seconds = min(seconds, _LIVENESS_POLL if self._pidfd is None else _MAX_SLEEP)
         woken = False
-        for fd, _ in self._epoll.poll(-1 if math.isinf(seconds) else seconds):
+        for fd, _ in self._epoll.poll(self._sleep_limit(seconds)):
             if fd == self._pidfd:
                 self._publisher_dead = True
             else:
                 woken = True
         return woken
+
+    def _sleep_take(self, seconds: float, sleep_take: Callable[[int], _T | None]) -> _T | None:
+        """_sleep, then take, in one C call (sleep_read)."""
+        limit = self._sleep_limit(seconds)
+        got = sleep_take(-1 if limit < 0 else math.ceil(limit * 1000))
+        if got is None:
+            woken, publisher_ended = self._reader.woke
+            self._publisher_dead = publisher_ended or self._publisher_dead
+        else:
+            woken = True
+        self._wake_pending = woken or self._wake_pending
+        return got
+
+    def _sleep_limit(self, seconds: float) -> float:
+        """How long one sleep may last (-1: for ever). Without a pidfd, the publisher's lock is
+        looked at now and then; and epoll is never given a time-out it cannot represent."""
+        seconds = min(seconds, _LIVENESS_POLL if self._pidfd is None else _MAX_SLEEP)
+        return -1 if math.isinf(seconds) else seconds
 
     def _arm_and_read(self, drain: bool, take: Callable[[], _T | None]) -> _T | None:
         """Asks for a wake-up, then looks once more with *take* (the look after arming is what
