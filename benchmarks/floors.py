@@ -1,7 +1,8 @@
 """What bounds the figures on this machine, measured without the library: C programs for the
-cache-line hand-off between two processes, a blocking wake-up, and a 1 MiB copy into rings of
-several sizes; the cost of a call from Python (cffi against the bare CPython API); and what the
-comparison's receiving loop costs per message with no transport at all.
+cache-line hand-off between two processes, a blocking wake-up, what naming a datagram's
+receiver by its path costs, and a 1 MiB copy into rings of several sizes; the cost of a call
+from Python (cffi against the bare CPython API); and what the comparison's receiving loop costs
+per message with no transport at all.
 
     python benchmarks/floors.py
 
@@ -109,6 +110,9 @@ def main() -> None:
         for name in ("handoff", "wakeup"):
             for what, median, p99 in run_c(name, build):
                 print(f"| {what} | {float(median):.2f} µs | {float(p99):.2f} µs |")
+        print("\n| a wake-up datagram sent and taken back, one process | ns |\n|---|---|")
+        for what, ns in run_c("sendpath", build):
+            print(f"| {what} | {ns} |")
         print("\n| 1 MiB copy into a ring of | memcpy | streaming stores |\n|---|---|---|")
         copies: dict[str, dict[str, str]] = {}
         for how, slots, us in run_c("copy1m", build):

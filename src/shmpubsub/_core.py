@@ -275,7 +275,7 @@ def init_control(base: Any, size: int, max_subscribers: int, epoch: int, socket_
 class Control:
     """A validated control segment: subscriber entries and the sleepers bitmap."""
 
-    __slots__ = ("_c", "_out", "_tokens", "epoch", "max_subscribers", "socket_dir")
+    __slots__ = ("_c", "epoch", "max_subscribers", "socket_dir")
 
     def __init__(self, base: Any, size: int, what: str) -> None:
         self._c = ffi.new("struct sps_control *")
@@ -286,8 +286,6 @@ class Control:
         self.epoch = int(info.epoch)
         self.max_subscribers = int(info.max_subscribers)
         self.socket_dir = ffi.string(info.socket_dir).decode(errors="replace")
-        self._out = ffi.new("uint32_t[]", self.max_subscribers)
-        self._tokens = ffi.new("uint64_t[]", self.max_subscribers)
 
     def claim(self, token: int, pid: int, start_time: int) -> int | None:
         """Takes a free entry for *token* (odd): its index, or None if all are taken."""
@@ -331,11 +329,6 @@ class Control:
         """Every taken entry."""
         found = (self.entry(i) for i in range(self.max_subscribers))
         return [e for e in found if e is not None]
-
-    def collect_sleepers(self) -> list[tuple[int, int]]:
-        """Clears the sleepers bitmap; (entry index, token) of each subscriber that was asleep."""
-        count = lib.sps_collect_sleepers(self._c, self._out, self._tokens, self.max_subscribers)
-        return list(zip(ffi.unpack(self._out, count), ffi.unpack(self._tokens, count), strict=True))
 
 
 class WakeSender:
