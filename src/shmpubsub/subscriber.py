@@ -481,8 +481,8 @@ class Subscriber(Handle):
         """_sleep, then take, in one C call (sleep_read)."""
         limit = self._sleep_limit(seconds)
         got = sleep_take(-1 if limit < 0 else math.ceil(limit * 1000))
-        # What woke it matters only when nothing came: reading it costs a cffi access (~1 µs
-        # cold, just after a wake-up), so a message is taken to mean a datagram to drain.
+        # What woke it matters only when nothing came: reading it goes through cffi, slow just
+        # after a wake-up (cold caches); a message is taken to mean a datagram to drain.
         if got is None:
             woken, publisher_ended = self._reader.woke
             self._publisher_dead = publisher_ended or self._publisher_dead
