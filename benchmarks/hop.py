@@ -10,8 +10,9 @@ differences are what each layer costs (docs/benchmarks.md).
 
 from __future__ import annotations
 
-import timeit
 import uuid
+
+from interleaved import best_times, report
 
 import shmpubsub as sps
 from shmpubsub._ffi import ffi, lib
@@ -42,13 +43,8 @@ def main() -> None:
             "the _fastpath calls": "send(b); rwait(10_000_000)",
             "the public API": "publish(b); receive()",
         }
-        best = dict.fromkeys(hops, float("inf"))
-        for _ in range(15):  # interleaved, so that load from elsewhere hits all alike
-            for name, statement in hops.items():
-                took = min(timeit.repeat(statement, number=2000, repeat=3, globals=names)) / 2000
-                best[name] = min(best[name], took)
-        for name, seconds in best.items():
-            print(f"{name:24s} {seconds * 1e9:7.0f} ns")
+        best = best_times(hops, names)
+        report(best, 24)
 
 
 if __name__ == "__main__":

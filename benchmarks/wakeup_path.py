@@ -20,8 +20,9 @@ measures that, and compare.py the whole.
 from __future__ import annotations
 
 import socket
-import timeit
 import uuid
+
+from interleaved import best_times, report
 
 import shmpubsub as sps
 from shmpubsub import _core
@@ -66,14 +67,9 @@ def main() -> None:
             "woken: epoll and take in one C call": "arm(); publish(b); sleep_read(0); drain(fd)",
             "woken: epoll from Python, then take": "arm(); publish(b); poll(0); read(); drain(fd)",
         }
-        best = dict.fromkeys(rounds, float("inf"))
-        for _ in range(15):  # interleaved, so that load from elsewhere hits all alike
-            for name, statement in rounds.items():
-                took = min(timeit.repeat(statement, number=2000, repeat=3, globals=names)) / 2000
-                best[name] = min(best[name], took)
+        best = best_times(rounds, names)
         sender.close()
-        for name, seconds in best.items():
-            print(f"{name:38s} {seconds * 1e9:7.0f} ns")
+        report(best, 38)
 
 
 if __name__ == "__main__":
