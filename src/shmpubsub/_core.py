@@ -438,7 +438,7 @@ class Writer:
             code = lib.sps_publish_waking(self._w, view, len(view))
             if code >= 0:
                 return code
-        if code == _WAKE:  # published; some subscriber sleeps
+        if code == _WAKE:  # published; a sleeper is left to Python (no sender, or a send failed)
             if self._wake is not None:
                 self._wake()
             return int(self._w.next) - 1
