@@ -6,6 +6,7 @@ from __future__ import annotations
 import faulthandler
 import os
 import queue
+import select
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -50,6 +51,24 @@ def get_result(results: Any, timeout: float, what: str) -> Any:
     if isinstance(item, tuple) and item and item[0] == "error":
         pytest.fail(f"{what} failed:\n{item[1]}")
     return item
+
+
+def kill_and_await_death(pid: int, timeout: float = 10) -> float:
+    """SIGKILLs *pid* and returns the monotonic time at which the kernel reports it dead.
+
+    Crash-detection bounds are timed from here, not from the kill: the kernel tears down the
+    process's address space before anyone can see it dead, and on a loaded host that alone has
+    taken 200 ms. What the library adds after that moment is what the bounds are about."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if not poller.poll(timeout * 1000):
+            pytest.fail(f"process {pid} still alive {timeout} s after SIGKILL")
+        return time.monotonic()
+    finally:
+        os.close(pidfd)
 
 
 def check_drained(got: list[int], k: int) -> None:

