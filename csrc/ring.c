@@ -14,6 +14,7 @@
  * copy is thrown away.
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#include <sched.h>
 #include <string.h>
 #include <time.h>
 
@@ -34,6 +35,10 @@ enum writer_state { WRITER_READY = 0, WRITER_LOANED, WRITER_CLOSED, WRITER_FORKE
  * the caller may simply call again (this keeps a hostile writer from
  * trapping a reader inside C). */
 #define READ_ATTEMPTS 1000
+/* A spin gives its core away between looks once it has lasted this long: with more spinning
+ * subscribers than cores, the publisher they wait for may be waiting for that core. Alone on
+ * its core, sched_yield returns at once. */
+#define SPIN_ALONE_NS 5000
 
 /* Up to this size payloads move as relaxed 64-bit atomic words, which keeps
  * the racy part of the seqlock data-race-free in C11 (WG21 P1478's recipe).
@@ -657,15 +662,18 @@ static int spin(struct sps_reader *r, uint64_t ns)
     const struct sps_slot *slot = sps_slot_of(&r->ring, r->next);
     uint64_t want = 2 * r->next + 2;
     const _Atomic int *closing = (const _Atomic int *)(const void *)&r->closed;
-    uint64_t deadline = monotonic_ns() + ns;
+    uint64_t start = monotonic_ns(), deadline = start + ns;
     for (uint32_t i = 1;; i++) {
         if (atomic_load_explicit(&slot->seq, memory_order_acquire) >= want)
             return 1;
         if ((i & 63) == 0) { /* the rest now and then: they cost a cache miss or a clock read */
             if (sps_topic_closed(&r->ring))
                 return 2;
-            if (monotonic_ns() >= deadline || atomic_load_explicit(closing, memory_order_relaxed))
+            uint64_t now = monotonic_ns();
+            if (now >= deadline || atomic_load_explicit(closing, memory_order_relaxed))
                 return 0;
+            if (now - start >= SPIN_ALONE_NS)
+                sched_yield();
         }
         cpu_relax();
     }

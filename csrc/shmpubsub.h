@@ -164,8 +164,15 @@ struct sps_wake_failure {
     uint64_t token;
 };
 
-/* The publisher's wake-up sender: a non-blocking AF_UNIX datagram socket, and the path of
- * the subscribers' sockets up to their token (the socket directory, "/", the name prefix). */
+/* A socket connected to one subscriber's wake-up socket (token 0: none). */
+struct sps_link {
+    uint64_t token;
+    int fd;
+};
+
+/* The publisher's wake-up sender: a non-blocking AF_UNIX datagram socket, the path of the
+ * subscribers' sockets up to their token (the socket directory, "/", the name prefix), and up
+ * to max_links sockets connected to a subscriber each, indexed by its entry. */
 struct sps_waker {
     struct sps_control *control;
     int fd;
@@ -174,7 +181,11 @@ struct sps_waker {
     uint64_t sent;            /* datagrams sent (or already pending: the queue was full) */
     uint64_t failed;          /* sends that failed */
     uint32_t failure_count;   /* failures recorded below since the caller last cleared them */
+    uint32_t max_links;       /* lowered to links_open when descriptors run out */
+    uint32_t links_open;
+    int sending;              /* one sps_wake at a time: the links are not shared */
     struct sps_wake_failure failures[1024]; /* SPS_MAX_SUBSCRIBERS */
+    struct sps_link links[1024];
 };
 
 /* One subscriber's entry, as plain values. */
@@ -286,8 +297,11 @@ void sps_writer_bind(struct sps_writer *w, const struct sps_control *c, struct s
 uint32_t sps_collect_sleepers(struct sps_control *c, uint32_t *indices, uint64_t *tokens, uint32_t max);
 
 /* Wake-up datagrams (wake.c). sps_waker_init: SPS_OK, or SPS_E_SOCKET_DIR if the prefix
- * leaves no room for a token in a socket path. */
-int sps_waker_init(struct sps_waker *k, struct sps_control *c, int fd, const char *prefix);
+ * leaves no room for a token in a socket path. At most max_links connected sockets are kept
+ * (capped at SPS_MAX_SUBSCRIBERS); beyond them, wake-ups are sent by path through fd. */
+int sps_waker_init(struct sps_waker *k, struct sps_control *c, int fd, const char *prefix, uint32_t max_links);
+/* Closes the connected sockets. Only once no sps_wake can run (the control segment is shut). */
+void sps_waker_close(struct sps_waker *k);
 /* Collects the sleepers and sends each a datagram; a send that fails is recorded in
  * k->failures (the caller clears failure_count once it has dealt with them). Returns
  * failure_count. */

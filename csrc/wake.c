@@ -10,14 +10,17 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include "layout.h"
 
-int sps_waker_init(struct sps_waker *k, struct sps_control *c, int fd, const char *prefix)
+int sps_waker_init(struct sps_waker *k, struct sps_control *c, int fd, const char *prefix, uint32_t max_links)
 {
     memset(k, 0, sizeof *k);
     size_t len = strlen(prefix);
@@ -28,7 +31,23 @@ int sps_waker_init(struct sps_waker *k, struct sps_control *c, int fd, const cha
     k->prefix_len = (uint32_t)len;
     k->control = c;
     k->fd = fd;
+    k->max_links = max_links < SPS_MAX_SUBSCRIBERS ? max_links : SPS_MAX_SUBSCRIBERS;
     return SPS_OK;
+}
+
+static void unlink_entry(struct sps_waker *k, struct sps_link *l)
+{
+    if (l->token != 0) {
+        close(l->fd);
+        l->token = 0;
+        k->links_open--;
+    }
+}
+
+void sps_waker_close(struct sps_waker *k)
+{
+    for (uint32_t i = 0; i < SPS_MAX_SUBSCRIBERS && k->links_open > 0; i++)
+        unlink_entry(k, &k->links[i]);
 }
 
 static void note_failure(struct sps_waker *k, uint32_t index, uint64_t token, int error)
@@ -42,24 +61,63 @@ static void note_failure(struct sps_waker *k, uint32_t index, uint64_t token, in
     }
 }
 
-/* One datagram to the socket the token names. 0, or the errno of a send that failed. */
-static int send_wakeup(struct sps_waker *k, uint64_t token)
+static void socket_path(const struct sps_waker *k, uint64_t token, struct sockaddr_un *to)
 {
     static const char digits[] = "0123456789abcdef";
-    struct sockaddr_un to;
-    to.sun_family = AF_UNIX;
-    memcpy(to.sun_path, k->path, k->prefix_len);
+    memset(to, 0, sizeof *to);
+    to->sun_family = AF_UNIX;
+    memcpy(to->sun_path, k->path, k->prefix_len);
     for (int i = 0; i < 16; i++)
-        to.sun_path[k->prefix_len + (uint32_t)i] = digits[(token >> (60 - 4 * i)) & 15];
-    to.sun_path[k->prefix_len + 16] = '\0';
+        to->sun_path[k->prefix_len + (uint32_t)i] = digits[(token >> (60 - 4 * i)) & 15];
+}
+
+/* The socket connected to this subscriber, made on its first wake-up; -1 if there is none
+ * (no room left, or the connect failed: the send by path then says why). */
+static int link_to(struct sps_waker *k, uint32_t index, uint64_t token, const struct sockaddr_un *to)
+{
+    struct sps_link *l = &k->links[index];
+    if (l->token == token)
+        return l->fd;
+    unlink_entry(k, l); /* the entry's earlier subscriber */
+    if (k->links_open >= k->max_links)
+        return -1;
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        k->max_links = k->links_open; /* out of descriptors: make no more */
+        return -1;
+    }
+    if (connect(fd, (const struct sockaddr *)to, sizeof *to) != 0) {
+        close(fd);
+        return -1;
+    }
+    l->token = token;
+    l->fd = fd;
+    k->links_open++;
+    return fd;
+}
+
+/* One datagram to the socket the token names: through its link, else by path. 0, or the
+ * errno of a send that failed. */
+static int send_wakeup(struct sps_waker *k, uint32_t index, uint64_t token)
+{
     static const char wake = 1;
+    struct sockaddr_un to;
+    socket_path(k, token, &to);
+    int fd = link_to(k, index, token, &to);
     for (;;) {
-        if (sendto(k->fd, &wake, 1, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&to, sizeof to) == 1)
+        ssize_t sent = fd >= 0 ? send(fd, &wake, 1, MSG_DONTWAIT | MSG_NOSIGNAL)
+                               : sendto(k->fd, &wake, 1, MSG_DONTWAIT | MSG_NOSIGNAL,
+                                        (const struct sockaddr *)&to, sizeof to);
+        if (sent == 1)
             return 0;
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             return 0; /* its queue is full: a wake-up is already pending there */
-        if (errno != EINTR)
-            return errno;
+        if (errno != EINTR) {
+            int error = errno;
+            if (fd >= 0)
+                unlink_entry(k, &k->links[index]); /* its subscriber closed it: dead */
+            return error;
+        }
     }
 }
 
@@ -67,19 +125,24 @@ uint32_t sps_wake(struct sps_waker *k)
 {
     struct sps_control *c = k->control;
     /* Counted in flight on the control segment: its close waits for us, and only then may
-     * the socket be closed. */
+     * the sockets be closed. */
     if (c == NULL || !sps_enter(&c->busy, &c->closed))
         return k->failure_count;
+    /* A close() in another thread wakes the sleepers while a publish may be doing so: one at
+     * a time, as each send is non-blocking and the wait short. */
+    while (atomic_exchange_explicit((_Atomic int *)(void *)&k->sending, 1, memory_order_acquire))
+        sched_yield();
     uint32_t indices[SPS_MAX_SUBSCRIBERS];
     uint64_t tokens[SPS_MAX_SUBSCRIBERS];
     uint32_t n = sps_collect_sleepers(c, indices, tokens, SPS_MAX_SUBSCRIBERS);
     for (uint32_t i = 0; i < n; i++) {
-        int error = send_wakeup(k, tokens[i]);
+        int error = send_wakeup(k, indices[i], tokens[i]);
         if (error == 0)
             k->sent++;
         else
             note_failure(k, indices[i], tokens[i], error);
     }
+    atomic_store_explicit((_Atomic int *)(void *)&k->sending, 0, memory_order_release);
     sps_leave(&c->busy);
     return k->failure_count;
 }

@@ -20,6 +20,8 @@ import multiprocessing
 import os
 import random
 import re
+import resource
+import select
 import selectors
 import signal
 import stat
@@ -209,6 +211,14 @@ def _sleep_forever(topic: str, attached: Any) -> None:
     sub = Subscriber(topic)  # never closed: this process is SIGKILLed
     attached.set()
     sub.receive()
+
+
+def _receive_forever(topic: str, attached: Any) -> None:
+    """Attaches, then blocks in receive() again after every message, until killed."""
+    sub = Subscriber(topic, spin_us=0)  # never closed: this process is SIGKILLed
+    attached.set()
+    while True:
+        sub.receive()
 
 
 def _attach_and_idle(topic: str, attached: Any) -> None:
@@ -936,6 +946,95 @@ def test_subscriber_killed_while_asleep_costs_one_failed_send(topic: str) -> Non
         assert [e.pid for e in pub.subscribers] == [os.getpid()]
 
 
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _armed(sub: Subscriber) -> None:
+    sub.fileno()
+    assert sub.try_receive() is None  # asks for a wake-up
+
+
+def test_publisher_keeps_one_connected_socket_per_subscriber_it_wakes(topic: str) -> None:
+    before = _open_descriptors()
+    with Publisher(topic) as pub, Subscriber(topic) as a, Subscriber(topic) as b:
+        sender = pub._waker.sender
+        assert sender.links == 0  # made at a subscriber's first wake-up, not before
+        opened = _open_descriptors()
+        for round in range(3):
+            _armed(a)
+            _armed(b)
+            pub.publish(_payload(round))
+            assert sender.links == 2  # the same two sockets, round after round
+            assert _open_descriptors() == opened + 2
+            assert _take(a).seq == _take(b).seq == round
+        assert pub.wakeups_sent == 6 and pub.wakeup_failures == 0
+        b.close()
+        c = Subscriber(topic)  # may take b's entry: its link is then made anew
+        try:
+            _armed(a)
+            _armed(c)
+            pub.publish(b"again")
+            assert sender.links == 2 and pub.wakeup_failures == 0  # not sent down b's old link
+            assert _take(a).data == _take(c).data == b"again"
+        finally:
+            c.close()
+    assert _open_descriptors() == before  # the links went with the publisher
+
+
+def test_subscribers_beyond_the_links_are_woken_by_path(topic: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wakeup, "_MAX_LINKS", 1)
+    with Publisher(topic) as pub:
+        subs = [Subscriber(topic) for _ in range(3)]
+        try:
+            for round in range(2):
+                for sub in subs:
+                    _armed(sub)
+                pub.publish(_payload(round))
+                assert pub._waker.sender.links == 1
+                for sub in subs:
+                    assert select.select([sub.fileno()], [], [], 5)[0], "a subscriber was not woken"
+                    assert _take(sub).seq == round
+            assert pub.wakeups_sent == 6 and pub.wakeup_failures == 0
+        finally:
+            for sub in subs:
+                sub.close()
+
+
+def test_max_links_is_a_sixteenth_of_the_descriptor_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    limits = {resource.RLIMIT_NOFILE: (160, 4096)}
+    monkeypatch.setattr(resource, "getrlimit", lambda which: limits[which])
+    assert wakeup.max_links() == 10
+    limits[resource.RLIMIT_NOFILE] = (1 << 20, 1 << 20)
+    assert wakeup.max_links() == wakeup._MAX_LINKS
+    limits[resource.RLIMIT_NOFILE] = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+    assert wakeup.max_links() == wakeup._MAX_LINKS
+
+
+def test_a_subscriber_killed_after_a_wakeup_costs_one_failed_send_on_its_link(topic: str) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    attached = ctx.Event()
+    with Children() as children, Publisher(topic) as pub:
+        child = children.start(ctx, _receive_forever, topic, attached)
+        assert attached.wait(30), "the subscriber never attached"
+
+        def asleep() -> Any:
+            return next((e for e in pub.subscribers if e.pid == child.pid and e.asleep), None)
+
+        _wait_for(asleep, 10, "the child to sleep in receive()")
+        pub.publish(b"first")  # wakes it through a new link
+        assert pub._waker.sender.links == 1 and pub.wakeups_sent == 1
+        entry = _wait_for(lambda: (e := asleep()) and e.read_pos == 1 and e, 10, "the child to sleep again")
+        children.kill(child)
+        pub.publish(b"second")  # its link refuses: the subscriber is gone
+        assert pub.wakeup_failures == 1 and pub.wakeups_sent == 1
+        assert pub._waker.sender.links == 0
+        assert pub.subscribers == []
+        assert not os.path.exists(_socket_path(entry.token))
+        pub.publish(b"third")
+        assert pub.wakeup_failures == 1
+
+
 def test_a_send_failing_for_another_reason_is_logged_and_the_subscriber_kept(
     topic: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -957,7 +1056,7 @@ def test_a_send_failing_for_another_reason_is_logged_and_the_subscriber_kept(
 
 def test_wake_sender_refuses_a_socket_path_prefix_with_no_room_for_a_token(topic: str) -> None:
     with Publisher(topic) as pub, pytest.raises(sps.InvalidArgument, match="no room for a token"):
-        _core.WakeSender(pub._control, pub._waker._sock.fileno(), "/" + "d" * 100 + "/" + PREFIX)
+        _core.WakeSender(pub._control, pub._waker._sock.fileno(), "/" + "d" * 100 + "/" + PREFIX, 0)
 
 
 def test_drain_discards_every_pending_wakeup_and_reports_a_closed_socket(topic: str) -> None:

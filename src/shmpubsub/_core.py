@@ -337,11 +337,23 @@ class WakeSender:
 
     __slots__ = ("_control", "_k")
 
-    def __init__(self, control: Control, fd: int, prefix: str) -> None:
+    def __init__(self, control: Control, fd: int, prefix: str, max_links: int) -> None:
+        if not 0 <= max_links <= 2**32 - 1:
+            raise InvalidArgument(f"max_links must be from 0 to 2**32 - 1, not {max_links}")
         self._control = control  # its struct must outlive ours, which points to it
         self._k = ffi.new("struct sps_waker *")
-        if lib.sps_waker_init(self._k, control._c, fd, prefix.encode()) != lib.SPS_OK:
+        if lib.sps_waker_init(self._k, control._c, fd, prefix.encode(), max_links) != lib.SPS_OK:
             raise InvalidArgument(f"socket path prefix {prefix!r} leaves no room for a token")
+
+    @property
+    def links(self) -> int:
+        """Sockets kept connected to a subscriber each."""
+        return int(self._k.links_open)
+
+    def close(self) -> None:
+        """Closes the connected sockets; only once the control handle is closed (no wake-up
+        can then be in flight)."""
+        lib.sps_waker_close(self._k)
 
     @property
     def sent(self) -> int:

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import logging
 import os
+import resource
 import secrets
 import socket
 import stat
@@ -26,6 +27,7 @@ from .names import PREFIX, socket_name
 log = logging.getLogger(__name__)
 
 _WAKE = b"\x01"  # the byte sent carries no meaning (csrc/wake.c sends the same)
+_MAX_LINKS = 64  # the default max_subscribers: each of those gets its own connected socket
 
 
 def socket_dir() -> str:
@@ -86,7 +88,8 @@ class Waker:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self._sock.setblocking(False)
         # C appends the token's 16 hex digits, as socket_name() does.
-        self.sender = _core.WakeSender(control, self._sock.fileno(), os.path.join(control.socket_dir, PREFIX))
+        prefix = os.path.join(control.socket_dir, PREFIX)
+        self.sender = _core.WakeSender(control, self._sock.fileno(), prefix, max_links())
 
     @property
     def sent(self) -> int:
@@ -113,7 +116,17 @@ class Waker:
             reclaim(self._control, entry)
 
     def close(self) -> None:
+        self.sender.close()
         self._sock.close()
+
+
+def max_links() -> int:
+    """How many sockets a publisher keeps connected to its subscribers: a send through one
+    skips the path lookup a send by path makes each time (docs/architecture.md, "Why the sends
+    are in C"). One descriptor each, so at most a sixteenth of the descriptors this process may
+    open, and at most _MAX_LINKS; the subscribers beyond are woken by path."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return _MAX_LINKS if soft == resource.RLIM_INFINITY else min(_MAX_LINKS, soft // 16)
 
 
 def reclaim(control: _core.Control, entry: _core.SubscriberInfo) -> bool:
