@@ -71,14 +71,11 @@ static void socket_path(const struct sps_waker *k, uint64_t token, struct sockad
         to->sun_path[k->prefix_len + (uint32_t)i] = digits[(token >> (60 - 4 * i)) & 15];
 }
 
-/* The socket connected to this subscriber, made on its first wake-up; -1 if there is none
- * (no room left, or the connect failed: the send by path then says why). */
-static int link_to(struct sps_waker *k, uint32_t index, uint64_t token, const struct sockaddr_un *to)
+/* A new socket connected to this subscriber, in place of the entry's earlier one; -1 if
+ * there is none (no room left, or the connect failed: the send by path then says why). */
+static int link_to(struct sps_waker *k, struct sps_link *l, uint64_t token, const struct sockaddr_un *to)
 {
-    struct sps_link *l = &k->links[index];
-    if (l->token == token)
-        return l->fd;
-    unlink_entry(k, l); /* the entry's earlier subscriber */
+    unlink_entry(k, l);
     if (k->links_open >= k->max_links)
         return -1;
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -101,9 +98,13 @@ static int link_to(struct sps_waker *k, uint32_t index, uint64_t token, const st
 static int send_wakeup(struct sps_waker *k, uint32_t index, uint64_t token)
 {
     static const char wake = 1;
+    struct sps_link *l = &k->links[index];
     struct sockaddr_un to;
-    socket_path(k, token, &to);
-    int fd = link_to(k, index, token, &to);
+    int fd = l->token == token ? l->fd : -1;
+    if (fd < 0) { /* its first wake-up: the path is needed */
+        socket_path(k, token, &to);
+        fd = link_to(k, l, token, &to);
+    }
     for (;;) {
         ssize_t sent = fd >= 0 ? send(fd, &wake, 1, MSG_DONTWAIT | MSG_NOSIGNAL)
                                : sendto(k->fd, &wake, 1, MSG_DONTWAIT | MSG_NOSIGNAL,
@@ -114,8 +115,7 @@ static int send_wakeup(struct sps_waker *k, uint32_t index, uint64_t token)
             return 0; /* its queue is full: a wake-up is already pending there */
         if (errno != EINTR) {
             int error = errno;
-            if (fd >= 0)
-                unlink_entry(k, &k->links[index]); /* its subscriber closed it: dead */
+            unlink_entry(k, l); /* if a link refused: its subscriber closed it, so is dead */
             return error;
         }
     }
