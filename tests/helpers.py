@@ -7,7 +7,10 @@ import faulthandler
 import os
 import queue
 import select
+import shutil
 import signal
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -100,30 +103,51 @@ class Children:
     """Starts child processes and guarantees none outlives the test: join() fails the test if a
     child overstays (after killing it), and leaving the block kills whatever still runs. When
     the block fails, the children still running first print their threads' stacks to stderr,
-    so that a hang in a child shows where it was."""
+    so that a hang in a child shows where it was; stacks() gives them for a failure message."""
 
     def __init__(self) -> None:
         self.procs: list[Any] = []
+        self._stacks_dir = tempfile.mkdtemp(prefix="child-stacks-")
 
     def __enter__(self) -> Children:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        running = [proc for proc in self.procs if proc.exitcode is None]
-        if exc_type is not None and running:
+        try:
+            running = [proc for proc in self.procs if proc.exitcode is None]
+            if exc_type is not None and running:
+                sys.stderr.write(self.stacks())
             for proc in running:
-                os.kill(proc.pid, signal.SIGUSR1)
-            time.sleep(0.5)
-        for proc in running:
-            proc.kill()
-        for proc in self.procs:
-            proc.join(10)
+                proc.kill()
+            for proc in self.procs:
+                proc.join(10)
+        finally:
+            shutil.rmtree(self._stacks_dir, ignore_errors=True)
 
     def start(self, ctx: Any, target: Callable[..., Any], *args: Any) -> Any:
-        proc = ctx.Process(target=_traceable, args=(target, *args), daemon=True, name=target.__name__)
+        name = target.__name__
+        stacks = os.path.join(self._stacks_dir, f"{name}-{len(self.procs)}")
+        proc = ctx.Process(target=_traceable, args=(stacks, target, *args), daemon=True, name=name)
         proc.start()
+        proc.stacks_path = stacks
         self.procs.append(proc)
         return proc
+
+    def stacks(self) -> str:
+        """The threads' stacks of every child still running, as faulthandler prints them."""
+        running = [proc for proc in self.procs if proc.exitcode is None]
+        for proc in running:
+            os.kill(proc.pid, signal.SIGUSR1)
+        time.sleep(0.5)
+        text = ""
+        for proc in running:
+            try:
+                with open(proc.stacks_path) as f:
+                    dump = f.read()
+            except FileNotFoundError:
+                dump = "(it has not started its stack dumper yet)\n"
+            text += f"\n--- stacks of child {proc.name} (pid {proc.pid}) ---\n{dump}"
+        return text
 
     @staticmethod
     def join(proc: Any, timeout: float, exitcode: int | None = 0) -> None:
@@ -141,10 +165,12 @@ class Children:
         proc.join(10)
 
 
-def _traceable(target: Callable[..., Any], *args: Any) -> Any:
-    """Runs *target* in a child that prints all its threads' stacks on SIGUSR1 (to descriptor
-    2: a forked child's sys.stderr may be pytest's in-memory capture, which has none)."""
-    faulthandler.register(signal.SIGUSR1, file=2, all_threads=True)
+def _traceable(stacks_path: str, target: Callable[..., Any], *args: Any) -> Any:
+    """Runs *target* in a child that writes all its threads' stacks to *stacks_path* on SIGUSR1
+    (a file of its own: a forked child's sys.stderr may be pytest's in-memory capture, and
+    the parent reads the file into its failure report)."""
+    stacks = open(stacks_path, "w")  # noqa: SIM115 - faulthandler writes to it until the end
+    faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
     return target(*args)
 
 

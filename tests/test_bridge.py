@@ -93,10 +93,12 @@ def attach(
     not_epoch: int | None = None,
     results: Any = None,
     bridge_process: Any = None,
+    children: Children | None = None,
 ) -> Subscriber:
     """A subscriber of local topic *name* once the inbound bridge created it (publishing warm-up
     messages meanwhile, so that the bridge receives something). *results*: the bridges' result
-    queue, whose errors fail the test at once; *bridge_process*: reported on a time-out."""
+    queue, whose errors fail the test at once; on a time-out, *bridge_process*'s exit code and
+    the stacks of *children* still running are reported."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while True:
@@ -113,7 +115,9 @@ def attach(
             sub.close()
         if time.monotonic() > deadline:
             state = "" if bridge_process is None else f", bridge process exit code {bridge_process.exitcode}"
-            pytest.fail(f"local topic {name!r} not created within {timeout} s (last error: {last}{state})")
+            stacks = "" if children is None else children.stacks()
+            what = f"local topic {name!r} not created within {timeout} s"
+            pytest.fail(f"{what} (last error: {last}{state}){stacks}")
         if results is not None and not results.empty():
             get_result(results, 1, "a bridge")  # fails the test with the child's error
         time.sleep(0.02)
@@ -161,7 +165,7 @@ def test_ordering_end_to_end(topic: str) -> None:
         out = children.start(ctx, out_child, topic, address, 100_000, stop, results)
         with BridgeIn(topic, address, local_name=topic + "-in") as inbound:
             inbound.start()
-            with attach(topic + "-in", 20, lambda: pub.publish(WARM)) as sub:
+            with attach(topic + "-in", 20, lambda: pub.publish(WARM), children=children) as sub:
                 for i in range(n):
                     pub.publish(INDEX.pack(i))
                     if i % 500 == 499:
@@ -214,7 +218,7 @@ def test_loss_accounting_when_far_side_is_slow(topic: str) -> None:
                 pub.publish(WARM)
                 inbound.run(duration=0.02)
 
-            with attach(topic + "-in", 20, tick) as sub:
+            with attach(topic + "-in", 20, tick, children=children) as sub:
                 inbound.run(duration=0.3)  # drain the warm-up
                 while sub.try_receive() is not None:
                     pass
@@ -260,7 +264,7 @@ def test_restart_of_the_outbound_bridge(topic: str) -> None:
         out = children.start(ctx, out_child, topic, address, 1000, stop, results)
         with BridgeIn(topic, address, local_name=topic + "-in") as inbound:
             inbound.start()
-            with attach(topic + "-in", 20, lambda: pub.publish(WARM)) as sub:
+            with attach(topic + "-in", 20, lambda: pub.publish(WARM), children=children) as sub:
                 pub.publish(INDEX.pack(0))
                 assert receive_indexes(sub, 0, 10) == [0]
                 children.kill(out)  # kill -9
@@ -302,7 +306,7 @@ def test_restart_of_the_inbound_bridge(topic: str) -> None:
     with Children() as children, Publisher(topic, slots=1024, slot_size=64) as pub:
         out = children.start(ctx, out_child, topic, address, 1000, stop, results)
         inbound = children.start(ctx, in_child, topic, address, local, 1000, stop, results)
-        with attach(local, 20, lambda: pub.publish(WARM)) as sub:
+        with attach(local, 20, lambda: pub.publish(WARM), children=children) as sub:
             epoch = sub.epoch
             pub.publish(INDEX.pack(0))
             assert receive_indexes(sub, 0, 10) == [0]
@@ -313,7 +317,13 @@ def test_restart_of_the_inbound_bridge(topic: str) -> None:
             assert gone.value.reason == "crashed"
         inbound = children.start(ctx, in_child, topic, address, local, 1000, stop, results)
         with attach(
-            local, 20, lambda: pub.publish(WARM), not_epoch=epoch, results=results, bridge_process=inbound
+            local,
+            20,
+            lambda: pub.publish(WARM),
+            not_epoch=epoch,
+            results=results,
+            bridge_process=inbound,
+            children=children,
         ) as sub:
             pub.publish(INDEX.pack(1))
             assert receive_indexes(sub, 1, 10)[-1] == 1
