@@ -261,7 +261,8 @@ def test_restart_of_the_outbound_bridge(topic: str) -> None:
     ctx = multiprocessing.get_context("spawn")
     stop, results = ctx.Event(), ctx.Queue()
     with Children() as children, Publisher(topic, slots=1024, slot_size=64) as pub:
-        out = children.start(ctx, out_child, topic, address, 1000, stop, results)
+        doomed_stop = ctx.Event()  # its own: see test_restart_of_the_inbound_bridge
+        out = children.start(ctx, out_child, topic, address, 1000, doomed_stop, results)
         with BridgeIn(topic, address, local_name=topic + "-in") as inbound:
             inbound.start()
             with attach(topic + "-in", 20, lambda: pub.publish(WARM), children=children) as sub:
@@ -305,7 +306,11 @@ def test_restart_of_the_inbound_bridge(topic: str) -> None:
     stop, results = ctx.Event(), ctx.Queue()
     with Children() as children, Publisher(topic, slots=1024, slot_size=64) as pub:
         out = children.start(ctx, out_child, topic, address, 1000, stop, results)
-        inbound = children.start(ctx, in_child, topic, address, local, 1000, stop, results)
+        # The bridge to be killed gets a stop event of its own: killed inside is_set(), which
+        # holds the event's lock (a semaphore shared by all its users), it would leave the
+        # others blocked in their next is_set() for ever.
+        doomed_stop = ctx.Event()
+        inbound = children.start(ctx, in_child, topic, address, local, 1000, doomed_stop, results)
         with attach(local, 20, lambda: pub.publish(WARM), children=children) as sub:
             epoch = sub.epoch
             pub.publish(INDEX.pack(0))

@@ -138,7 +138,12 @@ class _Runner:
 
     def run(self, stop_event: threading.Event | None = None, duration: float | None = None) -> None:
         """Forwards messages until *stop_event* is set, :meth:`close` is called (from another
-        thread), or *duration* seconds pass."""
+        thread), or *duration* seconds pass.
+
+        A ``multiprocessing.Event`` shared with a process that may be killed is a trap: one
+        killed inside ``is_set()`` keeps the event's lock for ever, and every other user blocks
+        in its next ``is_set()``. Give such a process an event of its own, or stop bridges in
+        other processes as :class:`SupervisedBridge` does (through a pipe)."""
         if not self._running.acquire(blocking=False):
             raise InvalidArgument("this bridge is already running")
         try:
