@@ -626,6 +626,7 @@ static int64_t view_begin(struct sps_reader *r, uint64_t *offset)
             if (len > r->ring.slot_capacity)
                 len = r->ring.slot_capacity; /* a torn length: sps_view_end will say so */
             r->view_seq = s1;
+            r->view_next = n;
             r->last_len = len;
             *offset = (uint64_t)(slot->payload - r->ring.base);
             return (int64_t)len;
@@ -641,6 +642,8 @@ static int view_end(struct sps_reader *r)
     r->view_seq = 0;
     if (seen == 0)
         return SPS_CLOSED;
+    if (r->next != r->view_next)
+        return SPS_MOVED; /* checking the slot of the new r->next would be meaningless */
     struct sps_slot *slot = sps_slot_of(&r->ring, r->next);
     atomic_thread_fence(memory_order_acquire); /* the caller's reads of the payload come first */
     uint64_t now = atomic_load_explicit(&slot->seq, memory_order_relaxed);

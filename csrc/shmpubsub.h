@@ -69,6 +69,7 @@ enum sps_status {
     SPS_FULL = -10,           /* every control entry is taken */
     SPS_OVERWRITTEN = -11,    /* a zero-copy view's message was overwritten while in use */
     SPS_CLAIMING = -12,       /* a control entry is being claimed (by the pid given) */
+    SPS_MOVED = -13,          /* the stream was read while a view was open: that read took it */
     /* header validation */
     SPS_E_SIZE = -20,         /* mapping smaller than a header */
     SPS_E_UNINITIALISED = -21,/* magic not written yet: creator still starting, or died */
@@ -119,6 +120,7 @@ struct sps_reader {
     int busy;                 /* private: calls in flight (close waits for them) */
     uint64_t view_seq;        /* sequence word seen by sps_view_begin (0: no view open) */
     uint64_t view_offset;     /* where sps_view_begin found the payload, in the mapping */
+    uint64_t view_next;       /* and the number of that message (r->next then) */
     int armed;                /* our sleepers bit may be set */
     uint64_t sleeper_bit;     /* our bit in *sleepers */
     uint64_t *sleepers;       /* the word of the sleepers bitmap holding our bit (NULL: unbound) */
@@ -267,10 +269,11 @@ int64_t sps_take_many(struct sps_reader *r);
 /* Copies the newest complete message without moving the stream; *seq gets its number. */
 int64_t sps_read_latest(struct sps_reader *r, char *dst, uint64_t cap, uint64_t *seq);
 /* Zero-copy read of the next message: its length (and r->view_offset, where its payload
- * is in the mapping), SPS_EMPTY, SPS_BUSY or SPS_CLOSED; lapping is absorbed as in sps_read. The
- * caller reads the payload in place, then calls sps_view_end: SPS_OK if nothing was
- * overwritten meanwhile (the message is consumed), SPS_OVERWRITTEN if it was (what was
- * read must be discarded; the reader has resynchronised and counted the loss). */
+ * is in the mapping, r->view_next its number), SPS_EMPTY, SPS_BUSY or SPS_CLOSED; lapping is
+ * absorbed as in sps_read. The caller reads the payload in place, then calls sps_view_end:
+ * SPS_OK if nothing was overwritten meanwhile (the message is consumed), SPS_OVERWRITTEN if
+ * it was (what was read must be discarded; the reader has resynchronised and counted the
+ * loss), SPS_MOVED if a read took messages in between (the view's message among them). */
 int64_t sps_view_begin(struct sps_reader *r);
 int sps_view_end(struct sps_reader *r);
 /* Refuses further calls and waits for those in flight in other threads (all of them are

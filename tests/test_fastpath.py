@@ -99,6 +99,48 @@ def test_the_c_calls_refuse_bad_arguments(topic: str) -> None:
         with pytest.raises(ValueError, match="at least 1"):
             reader.read_many(0)
         assert len(reader.read_many(10**9)) == 0  # at most MAX_BATCH: never past the ends array
+        with pytest.raises(TypeError):
+            reader.view(0)  # type: ignore[call-arg]
+        with pytest.raises(TypeError):
+            reader.view_end(True)  # type: ignore[call-arg]
+
+
+def test_take_is_built_only_with_what_its_mode_needs(topic: str) -> None:
+    from shmpubsub import _fastpath
+
+    with sps.Publisher(topic, slots=8, slot_size=64), sps.Subscriber(topic) as sub:
+        reader = sub._reader
+        owner, address, slow = reader._r, _core._address(reader._r), reader._view_slow
+        mapping = memoryview(b"x")
+        with pytest.raises(TypeError, match="memoryview"):
+            _fastpath.Take(owner, address, None, slow, "view")
+        with pytest.raises(TypeError, match="memoryview"):
+            _fastpath.Take(owner, address, None, slow, "view", b"not a memoryview")
+        with pytest.raises(TypeError, match="memoryview"):
+            _fastpath.Take(owner, address, _core.Message, slow, "read", mapping)
+        with pytest.raises(TypeError, match="None as result_type"):
+            _fastpath.Take(owner, address, _core.Message, slow, "view", mapping)
+        with pytest.raises(TypeError, match="a type as result_type"):
+            _fastpath.Take(owner, address, None, slow, "read")
+        with pytest.raises(ValueError, match="unknown mode"):
+            _fastpath.Take(owner, address, None, slow, "peek")
+
+
+def test_views_located_in_c_are_slices_of_the_mapping(topic: str) -> None:
+    with sps.Publisher(topic, slots=8, slot_size=64) as pub, sps.Subscriber(topic) as sub:
+        reader = sub._reader
+        assert reader.view() is None  # the slow path: nothing there
+        pub.publish(b"first")
+        pub.publish(b"second")
+        data, seq = reader.view()  # type: ignore[misc]
+        assert (bytes(data), seq) == (b"first", 0) and data.readonly
+        assert data.obj is sub._mapping_view.obj  # shares the mapping's buffer, keeping it alive
+        assert reader.view_end() is True and sub.next_seq == 1
+        data, seq = reader.view()  # type: ignore[misc]
+        assert sub.try_receive() is not None  # a read inside the view takes its message
+        assert reader.view_end() is None and (bytes(data), seq) == (b"second", 1)
+        with pytest.raises(sps.ClosedError):
+            reader.view_end()  # no view open: refused, as after close
 
 
 def test_sleep_read_wakes_on_a_publish_times_out_and_refuses_bad_time_outs(topic: str) -> None:
@@ -174,8 +216,22 @@ def test_no_references_leak_on_any_path(topic: str) -> None:
             _core.drain(wake_fd)
             assert not reader.arm()
             assert reader.sleep_read(0) is None  # its slow path: nothing there
+            pub.publish(payload)
+            with sub.view() as view:  # located and sliced in C, validated in C
+                assert view.data == payload
+            assert reader.view() is None  # view()'s slow path: nothing there
+            pub.publish(payload)
+            with pytest.raises(sps.LoanError), sub.view():  # view_end's slow path: moved
+                assert sub.try_receive() is not None
+            pub.publish(payload)
+            with pytest.raises(sps.MessageOverwritten), sub.view():  # and overwritten
+                pub.publish_many([payload] * 64)
+            assert sub.try_receive() is not None  # the newest: where the reader resumed
 
-    with sps.Publisher(topic, slots=64, slot_size=64) as pub, sps.Subscriber(topic, spin_us=100) as sub:
+    with (
+        sps.Publisher(topic, slots=64, slot_size=64) as pub,
+        sps.Subscriber(topic, spin_us=100, lapped="latest") as sub,
+    ):
         reader, wake_fd = sub._reader, sub._wake.sock.fileno()  # type: ignore[union-attr]
         rounds(pub, sub, 2000)  # warm: caches, interned objects, the exception machinery
         gc.collect()
@@ -211,6 +267,7 @@ def test_closed_ends_refuse_through_the_c_calls(topic: str) -> None:
     pub = sps.Publisher(topic, slots=8, slot_size=64)
     sub = sps.Subscriber(topic)
     publish, read, read_wait = pub.publish, sub._reader.read, sub._reader.read_wait
+    view, view_end = sub._reader.view, sub._reader.view_end
     sub.close()
     pub.close()
     with pytest.raises(sps.ClosedError):
@@ -219,3 +276,7 @@ def test_closed_ends_refuse_through_the_c_calls(topic: str) -> None:
         read()
     with pytest.raises(sps.ClosedError):
         read_wait(1000)
+    with pytest.raises(sps.ClosedError):
+        view()
+    with pytest.raises(sps.ClosedError):
+        view_end()

@@ -47,7 +47,10 @@ def _address(cdata: Any) -> int:
 _fastpath.bind(
     *(
         _address(ffi.addressof(lib, f))
-        for f in ("sps_publish_waking", "sps_take", "sps_take_wait", "sps_take_many", "sps_sleep_take")
+        for f in (
+            *("sps_publish_waking", "sps_take", "sps_take_wait", "sps_take_many", "sps_sleep_take"),
+            *("sps_view_begin", "sps_view_end"),
+        )
     )
 )
 
@@ -585,7 +588,7 @@ class Reader:
 
     __slots__ = (
         *("_ends", "_mapping", "_r", "_scratch", "_seq_out", "_topic"),
-        *("read", "read_many", "read_wait", "sleep_read"),  # the C calls of _fastpath
+        *("read", "read_many", "read_wait", "sleep_read", "view", "view_end"),  # _fastpath's calls
     )
 
     def __init__(
@@ -630,6 +633,18 @@ class Reader:
         #: read(); woke says what ended the sleep.
         self.sleep_read: Callable[[int], Message | None] = _fastpath.Take(
             owner, address, Message, self._read_slow, "sleep_read"
+        )
+        #: view(): the next message read in place, as (a read-only memoryview of its payload,
+        #: a slice of *mapping*; its sequence number), or None if there is none yet. Must be
+        #: followed by view_end().
+        self.view: Callable[[], tuple[memoryview, int] | None] = _fastpath.Take(
+            owner, address, None, self._view_slow, "view", mapping
+        )
+        #: view_end(): True if the viewed message was intact throughout (it is then consumed);
+        #: False if it was overwritten meanwhile (the reader has resynchronised and counted the
+        #: loss); None if messages were taken since view() (that read took the viewed one).
+        self.view_end: Callable[[], bool | None] = _fastpath.Take(
+            owner, address, None, self._view_end_slow, "view_end"
         )
 
     @property
@@ -785,13 +800,24 @@ class Reader:
                 return None
             raise self._refusal(n)
 
-    def view_end(self) -> bool:
-        """True if the viewed message was intact throughout (it is then consumed); False if it
-        was overwritten meanwhile (the reader has resynchronised and counted the loss)."""
-        rc = lib.sps_view_end(self._r)
-        if rc == lib.SPS_CLOSED:
-            raise self._refusal(rc)
-        return bool(rc == lib.SPS_OK)
+    def _view_slow(self, n: int) -> tuple[memoryview, int] | None:
+        """view()'s other outcomes: nothing, a refusal, or a writer too fast to locate from."""
+        if n == _BUSY:
+            located = self.view_begin()  # tries again for a while
+            if located is None:
+                return None
+            offset, length = located
+            return self._mapping[offset : offset + length], int(self._r.view_next)
+        if n == _EMPTY:
+            return None
+        raise self._refusal(n)
+
+    def _view_end_slow(self, rc: int) -> bool | None:
+        if rc == lib.SPS_OVERWRITTEN:
+            return False
+        if rc == lib.SPS_MOVED:
+            return None
+        raise self._refusal(rc)
 
     def close(self) -> None:
         """Refuses further calls and waits for those in flight in other threads (each is

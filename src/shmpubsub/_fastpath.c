@@ -1,5 +1,5 @@
-/* The per-message calls (publish one, take one, take a batch, sleep then take one) through the
- * CPython API.
+/* The per-message calls (publish one, take one, take a batch, sleep then take one, view one)
+ * through the CPython API.
  *
  * Everything else goes through cffi (_core.py). These run once per message, where cffi's
  * per-call cost dominates: a cffi call releases and retakes the GIL and converts its arguments
@@ -23,21 +23,24 @@
 typedef int64_t (*publish_fn)(struct sps_writer *, const char *, uint64_t);
 typedef int64_t (*take_fn)(struct sps_reader *);
 typedef int64_t (*sleep_take_fn)(struct sps_reader *, int);
+typedef int (*view_end_fn)(struct sps_reader *);
 
 static publish_fn core_publish;
-static take_fn core_take, core_take_wait, core_take_many;
+static take_fn core_take, core_take_wait, core_take_many, core_view_begin;
 static sleep_take_fn core_sleep_take;
+static view_end_fn core_view_end;
 static PyObject *str_data, *str_seq, *str_payloads;
 
 /* What both kinds of callable hold: the cffi objects that own the structure they call the
- * core with (so that it outlives every call), the type of what they build, and the Python
- * code that handles every outcome but the common one. */
+ * core with (so that it outlives every call), the type of what they build, the Python code
+ * that handles every outcome but the common one, and for views the mapping they slice. */
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *owner;
-    PyTypeObject *result; /* NULL for Publish */
+    PyTypeObject *result; /* NULL for Publish and the view modes */
     PyObject *slow;
+    PyObject *mapping;    /* "view": a memoryview of the whole mapping; else NULL */
 } Bound;
 
 /* Publish(owner, address, slow): publish(data) -> sequence number.
@@ -48,15 +51,18 @@ typedef struct {
     struct sps_writer *w;
 } Publish;
 
-/* Take(owner, address, result_type, slow, mode), by mode:
+/* Take(owner, address, result_type, slow, mode[, mapping]), by mode:
  *   "read"       read() -> the next message
  *   "read_wait"  read_wait(spin_ns) -> the same, having spun up to spin_ns for one
  *   "read_many"  read_many(max_messages) -> the messages there are, up to max_messages
  *   "sleep_read" sleep_read(timeout_ms) -> for an armed reader: sleeps until woken (or the
  *                time-out, -1: none), then read(); the reader's woke says what woke it
+ *   "view"       view() -> (data, seq) for the next message read in place: data is a slice
+ *                of *mapping* (which keeps the mapping alive while it exists)
+ *   "view_end"   view_end() -> True if the viewed message was intact throughout
  * A message is a result_type with data and seq set; a batch one with payloads (a list of
- * bytes) and seq (the first's). Both are built without calling __init__. Every other outcome
- * is left to slow(code). A wait first looks with the GIL held; only when there is nothing yet
+ * bytes) and seq (the first's). Both are built without calling __init__ (the view modes
+ * take None for result_type). Every other outcome is left to slow(code). A wait first looks with the GIL held; only when there is nothing yet
  * does it release the GIL and spin. Copies run with the GIL held (at most 64 KiB: scratch),
  * except the one straight after a sleep, which is part of the sleeping call. */
 typedef struct {
@@ -84,7 +90,7 @@ static void *address_of(PyObject *address)
 
 /* A new Publish or Take (type's size), not yet tracked by the garbage collector. */
 static Bound *bound_new(PyTypeObject *type, PyObject *kwargs, vectorcallfunc call, PyObject *owner,
-                        PyObject *result, PyObject *slow)
+                        PyObject *result, PyObject *slow, PyObject *mapping)
 {
     if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
         PyErr_Format(PyExc_TypeError, "%s takes no keyword arguments", type->tp_name);
@@ -101,6 +107,7 @@ static Bound *bound_new(PyTypeObject *type, PyObject *kwargs, vectorcallfunc cal
     self->owner = Py_NewRef(owner);
     self->result = (PyTypeObject *)Py_XNewRef(result);
     self->slow = Py_NewRef(slow);
+    self->mapping = Py_XNewRef(mapping);
     return self;
 }
 
@@ -110,6 +117,7 @@ static int bound_traverse(PyObject *self_, visitproc visit, void *arg)
     Py_VISIT(self->owner);
     Py_VISIT(self->result);
     Py_VISIT(self->slow);
+    Py_VISIT(self->mapping);
     return 0;
 }
 
@@ -119,6 +127,7 @@ static int bound_clear(PyObject *self_)
     Py_CLEAR(self->owner);
     Py_CLEAR(self->result);
     Py_CLEAR(self->slow);
+    Py_CLEAR(self->mapping);
     return 0;
 }
 
@@ -153,6 +162,14 @@ static PyObject *one_argument(const char *function, const char *name, PyObject *
     }
     PyErr_Format(PyExc_TypeError, "%s() takes exactly one argument (%s)", function, name);
     return NULL;
+}
+
+static int no_arguments(const char *function, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) == 0 && kwnames == NULL)
+        return 0;
+    PyErr_Format(PyExc_TypeError, "%s() takes no arguments", function);
+    return -1;
 }
 
 /* -- Publish -------------------------------------------------------------------------- */
@@ -207,7 +224,7 @@ static PyObject *publish_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     void *w = address_of(address);
     if (w == NULL)
         return NULL;
-    Publish *self = (Publish *)bound_new(type, kwargs, publish_call, owner, NULL, slow);
+    Publish *self = (Publish *)bound_new(type, kwargs, publish_call, owner, NULL, slow, NULL);
     if (self == NULL)
         return NULL;
     self->w = w;
@@ -266,10 +283,8 @@ static PyObject *take_one(Take *self, uint64_t spin_ns)
 static PyObject *read_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     (void)args;
-    if (PyVectorcall_NARGS(nargsf) != 0 || kwnames != NULL) {
-        PyErr_SetString(PyExc_TypeError, "read() takes no arguments");
+    if (no_arguments("read", nargsf, kwnames) < 0)
         return NULL;
-    }
     return take_one((Take *)self, 0);
 }
 
@@ -349,26 +364,83 @@ static PyObject *read_many_call(PyObject *self_, PyObject *const *args, size_t n
     return new_result(self, str_payloads, payloads, r->last_seq - (uint64_t)count + 1);
 }
 
+/* mapping[start:stop], a memoryview sharing the mapping's buffer (and keeping it alive). */
+static PyObject *slice_of(PyObject *mapping, uint64_t start, uint64_t stop)
+{
+    PyObject *from = PyLong_FromUnsignedLongLong(start);
+    PyObject *to = from == NULL ? NULL : PyLong_FromUnsignedLongLong(stop);
+    PyObject *slice = to == NULL ? NULL : PySlice_New(from, to, NULL);
+    PyObject *data = slice == NULL ? NULL : PyObject_GetItem(mapping, slice);
+    Py_XDECREF(from);
+    Py_XDECREF(to);
+    Py_XDECREF(slice);
+    return data;
+}
+
+static PyObject *view_call(PyObject *self_, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    (void)args;
+    Take *self = (Take *)self_;
+    if (no_arguments("view", nargsf, kwnames) < 0)
+        return NULL;
+    struct sps_reader *r = self->r;
+    int64_t n = core_view_begin(r);
+    if (n < 0)
+        return call_slow(self, n);
+    PyObject *data = slice_of(self->bound.mapping, r->view_offset, r->view_offset + (uint64_t)n);
+    if (data == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_ValueError))
+            return NULL;
+        PyErr_Clear(); /* the mapping's view was released: the subscriber closed */
+        return call_slow(self, SPS_CLOSED);
+    }
+    PyObject *seq = PyLong_FromUnsignedLongLong(r->view_next);
+    PyObject *located = seq == NULL ? NULL : PyTuple_Pack(2, data, seq);
+    Py_DECREF(data);
+    Py_XDECREF(seq);
+    return located;
+}
+
+static PyObject *view_end_call(PyObject *self_, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    (void)args;
+    Take *self = (Take *)self_;
+    if (no_arguments("view_end", nargsf, kwnames) < 0)
+        return NULL;
+    int rc = core_view_end(self->r);
+    if (rc == SPS_OK)
+        Py_RETURN_TRUE;
+    return call_slow(self, rc);
+}
+
 static PyObject *take_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    PyObject *owner, *address, *result, *slow;
+    PyObject *owner, *address, *result, *slow, *mapping = NULL;
     const char *mode;
     if (check_bound() < 0 ||
-        !PyArg_ParseTuple(args, "OOO!Os:Take", &owner, &address, &PyType_Type, &result, &slow, &mode))
+        !PyArg_ParseTuple(args, "OOOOs|O:Take", &owner, &address, &result, &slow, &mode, &mapping))
         return NULL;
-    vectorcallfunc call = strcmp(mode, "read") == 0        ? read_call
-                          : strcmp(mode, "read_wait") == 0 ? read_wait_call
-                          : strcmp(mode, "read_many") == 0 ? read_many_call
+    vectorcallfunc call = strcmp(mode, "read") == 0         ? read_call
+                          : strcmp(mode, "read_wait") == 0  ? read_wait_call
+                          : strcmp(mode, "read_many") == 0  ? read_many_call
                           : strcmp(mode, "sleep_read") == 0 ? sleep_read_call
-                                                           : NULL;
+                          : strcmp(mode, "view") == 0       ? view_call
+                          : strcmp(mode, "view_end") == 0   ? view_end_call
+                                                            : NULL;
     if (call == NULL)
         return PyErr_Format(PyExc_ValueError, "Take: unknown mode %s", mode);
+    int builds = call != view_call && call != view_end_call;
+    if (builds ? !PyType_Check(result) : result != Py_None)
+        return PyErr_Format(PyExc_TypeError, "Take: mode %s needs %s as result_type", mode,
+                            builds ? "a type" : "None");
+    if (call == view_call ? mapping == NULL || !PyMemoryView_Check(mapping) : mapping != NULL)
+        return PyErr_Format(PyExc_TypeError, "Take: a mapping (memoryview) is for mode view alone");
     struct sps_reader *r = address_of(address);
     if (r == NULL)
         return NULL;
     if (r->scratch == NULL || (call == read_many_call && (r->ends == NULL || r->batch_max == 0)))
         return PyErr_Format(PyExc_ValueError, "Take: the reader has no buffers for %s", mode);
-    Take *self = (Take *)bound_new(type, kwargs, call, owner, result, slow);
+    Take *self = (Take *)bound_new(type, kwargs, call, owner, builds ? result : NULL, slow, mapping);
     if (self == NULL)
         return NULL;
     self->r = r;
@@ -378,23 +450,26 @@ static PyObject *take_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 }
 
 static PyTypeObject TakeType = BOUND_TYPE(Take, "shmpubsub._fastpath.Take",
-    "read(), read_wait(spin_ns), read_many(max_messages) or sleep_read(timeout_ms), one C call "
-    "(see _core.Reader)", take_new);
+    "read(), read_wait(spin_ns), read_many(max_messages), sleep_read(timeout_ms), view() or "
+    "view_end(), one C call (see _core.Reader)", take_new);
 
 /* -- the module ----------------------------------------------------------------------- */
 
-/* bind(publish, take, take_wait, take_many, sleep_take): the addresses of sps_publish_waking,
- * sps_take, sps_take_wait, sps_take_many and sps_sleep_take in the cffi module (ffi.addressof),
- * so that there is one copy of the core in the process. */
+/* bind(publish, take, take_wait, take_many, sleep_take, view_begin, view_end): the addresses
+ * of sps_publish_waking, sps_take, sps_take_wait, sps_take_many, sps_sleep_take,
+ * sps_view_begin and sps_view_end in the cffi module (ffi.addressof), so that there is one
+ * copy of the core in the process. */
 static PyObject *bind(PyObject *module, PyObject *args)
 {
     (void)module;
-    PyObject *p, *t, *tw, *tm, *st;
-    if (!PyArg_ParseTuple(args, "OOOOO:bind", &p, &t, &tw, &tm, &st))
+    PyObject *p, *t, *tw, *tm, *st, *vb, *ve;
+    if (!PyArg_ParseTuple(args, "OOOOOOO:bind", &p, &t, &tw, &tm, &st, &vb, &ve))
         return NULL;
     void *publish = address_of(p), *take = address_of(t);
     void *take_wait = address_of(tw), *take_many = address_of(tm), *sleep_take = address_of(st);
-    if (publish == NULL || take == NULL || take_wait == NULL || take_many == NULL || sleep_take == NULL)
+    void *view_begin = address_of(vb), *view_end = address_of(ve);
+    if (publish == NULL || take == NULL || take_wait == NULL || take_many == NULL || sleep_take == NULL ||
+        view_begin == NULL || view_end == NULL)
         return NULL;
     /* Object pointers to function pointers: what dlsym() does too; POSIX guarantees it. */
     core_publish = (publish_fn)publish;
@@ -402,19 +477,22 @@ static PyObject *bind(PyObject *module, PyObject *args)
     core_take_wait = (take_fn)take_wait;
     core_take_many = (take_fn)take_many;
     core_sleep_take = (sleep_take_fn)sleep_take;
+    core_view_begin = (take_fn)view_begin;
+    core_view_end = (view_end_fn)view_end;
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"bind", bind, METH_VARARGS,
-     "bind(publish, take, take_wait, take_many, sleep_take): the core's functions, by address"},
+     "bind(publish, take, take_wait, take_many, sleep_take, view_begin, view_end): the core's "
+     "functions, by address"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "shmpubsub._fastpath",
-    .m_doc = "Publish one message and take one through the CPython API (the rest goes through cffi)",
+    .m_doc = "Publish one message, take or view one through the CPython API (the rest goes through cffi)",
     .m_size = -1,
     .m_methods = methods,
 };

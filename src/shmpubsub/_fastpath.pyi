@@ -3,7 +3,16 @@ from typing import Any
 
 RELEASE_GIL_FROM: int
 
-def bind(publish: int, take: int, take_wait: int, take_many: int, sleep_take: int, /) -> None: ...
+def bind(
+    publish: int,
+    take: int,
+    take_wait: int,
+    take_many: int,
+    sleep_take: int,
+    view_begin: int,
+    view_end: int,
+    /,
+) -> None: ...
 
 class Publish:
     def __init__(self, owner: Any, address: int, slow: Callable[[int | None, Any], int], /) -> None: ...
@@ -11,6 +20,13 @@ class Publish:
 
 class Take:
     def __init__(
-        self, owner: Any, address: int, result: type, slow: Callable[[int], Any], mode: str, /
+        self,
+        owner: Any,
+        address: int,
+        result: type | None,
+        slow: Callable[[int], Any],
+        mode: str,
+        mapping: memoryview = ...,
+        /,
     ) -> None: ...
     def __call__(self, *count: int) -> Any: ...
