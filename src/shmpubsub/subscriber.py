@@ -341,7 +341,7 @@ class Subscriber(Handle):
         the message; a block that reads every byte gains only for large messages (about 20% at
         1 MiB), as the reads then pay what the copy saved (docs/benchmarks.md).
         """
-        return View(self, check_timeout(timeout))
+        return View(self, None if timeout is None else check_timeout(timeout))
 
     @contextmanager
     def view_array(self, timeout: float | None = None) -> Iterator[NDArray[Any]]:
