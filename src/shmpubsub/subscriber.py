@@ -336,8 +336,8 @@ class Subscriber(Handle):
         subscriber (receive, try_receive, ...; LoanError on exit) nor open another view
         (LoanError).
 
-        Costs the same whatever the size (two C calls and a memoryview slice, ~1.5 us on a
-        slow VM): cheaper than :meth:`receive_into` from ~32 KiB on if the block reads part of
+        Costs the same whatever the size (two C calls and a memoryview slice, ~1.8 us on a
+        slow VM): cheaper than any copying read from ~16 KiB on if the block reads part of
         the message; a block that reads every byte gains only for large messages (about 20% at
         1 MiB), as the reads then pay what the copy saved (docs/benchmarks.md).
         """
