@@ -62,8 +62,8 @@ typedef struct {
  *   "view_end"   view_end() -> True if the viewed message was intact throughout
  * A message is a result_type with data and seq set; a batch one with payloads (a list of
  * bytes) and seq (the first's). Both are built without calling __init__ (the view modes
- * take None for result_type). Every other outcome is left to slow(code). A wait first looks with the GIL held; only when there is nothing yet
- * does it release the GIL and spin. Copies run with the GIL held (at most 64 KiB: scratch),
+ * take None for result_type). Every other outcome is left to slow(code). A wait first looks
+ * with the GIL held; only when there is nothing yet does it release the GIL and spin. Copies run with the GIL held (at most 64 KiB: scratch),
  * except the one straight after a sleep, which is part of the sleeping call. */
 typedef struct {
     Bound bound;
