@@ -394,7 +394,9 @@ class Round:
                 child.events.append(event)
                 self.record.reports.append(event)
         for child in self.children:
-            if child.status is None:
+            # Reaped once its report pipe is at its end, so that a status is never seen before
+            # the reports written just before the exit (a closing publisher's last one).
+            if child.status is None and child.reports < 0:
                 pid, status = os.waitpid(child.pid, os.WNOHANG)
                 if pid:
                     child.status = status
