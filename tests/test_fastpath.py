@@ -280,3 +280,13 @@ def test_closed_ends_refuse_through_the_c_calls(topic: str) -> None:
         view()
     with pytest.raises(sps.ClosedError):
         view_end()
+
+
+def test_a_view_located_the_slow_way_after_a_close_is_refused(topic: str) -> None:
+    """view()'s slow path (a writer too fast to locate from) slices the mapping in Python: a
+    close in another thread between locating and slicing gives ClosedError, as in C."""
+    with sps.Publisher(topic, slots=8, slot_size=64) as pub, sps.Subscriber(topic) as sub:
+        pub.publish(b"x")
+        sub._mapping_view.release()  # type: ignore[union-attr]  # what close() does meanwhile
+        with pytest.raises(sps.ClosedError):
+            sub._reader._view_slow(_core._BUSY)

@@ -807,7 +807,10 @@ class Reader:
             if located is None:
                 return None
             offset, length = located
-            return self._mapping[offset : offset + length], int(self._r.view_next)
+            try:
+                return self._mapping[offset : offset + length], int(self._r.view_next)
+            except ValueError:  # released: another thread closed the subscriber just now
+                raise self._refusal(lib.SPS_CLOSED) from None
         if n == _EMPTY:
             return None
         raise self._refusal(n)
