@@ -16,7 +16,7 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 CSRC = "csrc"
-SOURCES = [f"{CSRC}/{name}.c" for name in ("ring", "segment", "control", "file", "checksum", "wake")]
+SOURCES = [f"{CSRC}/{name}.c" for name in ("header", "ring", "control", "wake", "file", "checksum")]
 
 
 def read_cdef() -> str:

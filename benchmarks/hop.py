@@ -30,7 +30,7 @@ def main() -> None:
             "S": reader._scratch,
             "publish": pub.publish,
             "receive": sub.receive,
-            "send": writer.send,
+            "send": writer.publish,
             "rwait": reader.read_wait,
             "take": lib.sps_take_wait,
             "lpub": lib.sps_publish,

@@ -25,7 +25,7 @@ import uuid
 from interleaved import best_times, report
 
 import shmpubsub as sps
-from shmpubsub import _core
+from shmpubsub._core.wake import drain
 from shmpubsub._ffi import ffi, lib
 from shmpubsub.names import socket_name
 
@@ -33,8 +33,8 @@ from shmpubsub.names import socket_name
 def main() -> None:
     topic = f"wake-{uuid.uuid4().hex[:8]}"
     with sps.Publisher(topic, slots=4096, slot_size=64) as pub, sps.Subscriber(topic, spin_us=0) as sub:
-        reader, writer, wake = sub._reader, pub._writer, sub._wake
-        assert wake is not None and sub._epoll is not None
+        reader, writer, wake = sub._reader, pub._writer, sub._waiter._wake
+        assert wake is not None and sub._waiter._epoll is not None
         control = pub._control
         indices = ffi.new("uint32_t[]", control.max_subscribers)
         tokens = ffi.new("uint64_t[]", control.max_subscribers)
@@ -53,11 +53,11 @@ def main() -> None:
             "arm": reader.arm,
             "read": reader.read,
             "sleep_read": reader.sleep_read,
-            "poll": sub._epoll.poll,
+            "poll": sub._waiter._epoll.poll,
             "publish": pub.publish,
             "lpub": lib.sps_publish,
             "send_py": send_from_python,
-            "drain": _core.drain,
+            "drain": drain,
             "fd": wake.sock.fileno(),
         }
         rounds = {

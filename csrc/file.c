@@ -1,5 +1,5 @@
 /*
- * File-backed rings: the header's file block, durability (msync), and the stub that ties a
+ * File-backed rings: a new ring file's header, durability (msync), and the stub that ties a
  * topic's /dev/shm name to the file holding its ring. Recovery after a crash is in ring.c
  * (sps_file_reopen), beside the writer it reuses.
  */
@@ -36,16 +36,6 @@ int sps_header_init_file(void *base, uint64_t size, uint64_t slot_count, uint64_
     /* The magic comes last, in sps_header_init: whoever sees it sees the file block too. */
     return sps_header_init(base, size, slot_count, slot_size, epoch, publisher_pid,
                            publisher_start_time, created_ns);
-}
-
-void sps_header_file(const void *base, struct sps_file_header_info *file)
-{
-    const struct sps_shared_header *h = base;
-    memset(file, 0, sizeof *file);
-    file->flushed = atomic_load_explicit(&h->file.flushed, memory_order_acquire);
-    memcpy(file->boot_id, h->file.boot_id, SPS_BOOT_ID_SIZE);
-    memcpy(file->topic, h->file.topic, SPS_TOPIC_MAX - 1); /* the last byte stays NUL */
-    file->format = h->file.format;
 }
 
 /* msync(MS_SYNC) writes the dirty pages of the whole mapping and waits for the disk (on Linux

@@ -5,7 +5,7 @@
  *
  *   gcc -std=c11 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Icsrc \
  *       fuzz/driver.c fuzz/fuzz_segment.c csrc/checksum.c csrc/control.c csrc/file.c csrc/ring.c \
- *       csrc/segment.c -o fuzz_replay
+ *       csrc/header.c -o fuzz_replay
  *   ./fuzz_replay [-t SECONDS] [-s SEED] [-o CRASH_FILE] fuzz/corpus
  *
  * Mutations are structure-aware: besides bit flips and byte writes they store boundary

@@ -20,7 +20,7 @@
  *
  * libFuzzer (clang):
  *   clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Icsrc \
- *       fuzz/fuzz_segment.c csrc/checksum.c csrc/control.c csrc/file.c csrc/ring.c csrc/segment.c \
+ *       fuzz/fuzz_segment.c csrc/checksum.c csrc/control.c csrc/file.c csrc/ring.c csrc/header.c \
  *       -o fuzz_segment
  *   ./fuzz_segment -max_len=20000 -timeout=5 fuzz/corpus
  * gcc (no libFuzzer): fuzz/driver.c replays the corpus and mutates it for a bounded time.

@@ -275,7 +275,7 @@ def test_last_message_published_just_before_close_is_received(topic: str) -> Non
                     pub.publish(b"last")
                     pub.close()
 
-                sub._sub._reader = ArmHook(sub._sub._reader, publisher_finishes)  # type: ignore[assignment]
+                sub._waiter._reader = ArmHook(sub._waiter._reader, publisher_finishes)  # type: ignore[assignment]
                 try:
                     msg = await sub.receive(timeout=1)
                 except PublisherGone:

@@ -33,8 +33,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from test_ring import ModelReader, ModelRing, abort_loan, drain, payload
 
 import shmpubsub as sps
-from shmpubsub import _core
-from shmpubsub._core import lap_margin
+from shmpubsub._core.ring import Reader, lap_margin
 
 BATCH_BYTES = 65536  # payload bytes a batch holds at most (but one larger message comes alone)
 MAX_BATCH = 4096  # messages a batch holds at most
@@ -83,7 +82,7 @@ def hooked_reader(sub: sps.Subscriber, after_locate: Callable[[], None]) -> None
     """Runs *after_locate* once, right after the subscriber's reader located a large message for
     its one-copy read and before it copies it: forces the publisher to overwrite it meanwhile."""
 
-    class Hooked(_core.Reader):
+    class Hooked(Reader):
         __slots__ = ()
         pending: list[Callable[[], None]] = [after_locate]  # noqa: RUF012
 

@@ -28,7 +28,9 @@ import pytest
 from helpers import shm_path, time_limit
 
 import shmpubsub as sps
-from shmpubsub import _core, admin, cli, wakeup
+from shmpubsub import admin, cli, wakeup
+from shmpubsub._core.header import HEADER_SIZE, geometry
+from shmpubsub._core.lib import LAYOUT_VERSION
 from shmpubsub.names import CONTROL_SUFFIX, PREFIX
 
 TIMES = "\N{MULTIPLICATION SIGN}"
@@ -301,7 +303,7 @@ def test_invalid_segments_are_listed_with_their_problem_and_gc_leaves_foreign_on
         assert sorted(ours(removed, junk, badname, oldversion, orphan, live.topic)) == sorted(
             [
                 f"{shm_path(oldversion)} (topic {oldversion!r}: the segment has layout version 99; this "
-                f"shmpubsub speaks version {_core.LAYOUT_VERSION} (publisher and subscriber must run "
+                f"shmpubsub speaks version {LAYOUT_VERSION} (publisher and subscriber must run "
                 "compatible versions); "
                 "no publisher holds it)",
                 f"{shm_path(orphan, CONTROL_SUFFIX)} (control segment without a data segment)",
@@ -781,9 +783,9 @@ def test_tail_path_reads_a_dead_file_as_a_restart_would_keep_it(dead_file: tuple
     drops: tail counts them lost instead of printing them (or waiting at the hole for ever);
     the file is left as it was."""
     _, path = dead_file
-    stride = _core.geometry(8, 64, ring_file=True)[0]
+    stride = geometry(8, 64, ring_file=True)[0]
     image = bytearray(path.read_bytes())
-    hole, damaged = _core.HEADER_SIZE + 1 * stride, _core.HEADER_SIZE + 3 * stride
+    hole, damaged = HEADER_SIZE + 1 * stride, HEADER_SIZE + 3 * stride
     image[hole : hole + 8] = bytes(8)  # message 1's sequence word: never written
     image[damaged + 16] ^= 1  # the first byte of message 3
     path.write_bytes(image)

@@ -29,7 +29,7 @@ import pytest
 from helpers import Children, get_result
 
 import shmpubsub as sps
-from shmpubsub import _core
+from shmpubsub._core.header import geometry
 from shmpubsub.names import CONTROL_SUFFIX, PREFIX, SHM_DIR
 from shmpubsub.wakeup import socket_dir
 
@@ -106,7 +106,7 @@ def _pages(nbytes: int) -> int:
 def full_shm_scenario() -> None:
     """Runs in a private mount namespace whose /dev/shm is a 1 MiB tmpfs (see the test below)."""
     live, new = "full-live", "full-new"
-    ring_bytes = _core.geometry(4, 4096)[1]
+    ring_bytes = geometry(4, 4096)[1]
     live_objects = {PREFIX + live, PREFIX + live + CONTROL_SUFFIX}
 
     def ours() -> set[str]:

@@ -13,8 +13,11 @@ import tracemalloc
 import pytest
 
 import shmpubsub as sps
-from shmpubsub import _core
+from shmpubsub._core.lib import BUSY, address
+from shmpubsub._core.ring import Reader, Writer
+from shmpubsub._core.wake import drain
 from shmpubsub._fastpath import RELEASE_GIL_FROM
+from shmpubsub.message import Message
 
 
 def test_publish_takes_one_argument_by_position_or_as_data(topic: str) -> None:
@@ -110,20 +113,20 @@ def test_take_is_built_only_with_what_its_mode_needs(topic: str) -> None:
 
     with sps.Publisher(topic, slots=8, slot_size=64), sps.Subscriber(topic) as sub:
         reader = sub._reader
-        owner, address, slow = reader._r, _core._address(reader._r), reader._view_slow
+        owner, where, slow = reader._r, address(reader._r), reader._view_slow
         mapping = memoryview(b"x")
         with pytest.raises(TypeError, match="memoryview"):
-            _fastpath.Take(owner, address, None, slow, "view")
+            _fastpath.Take(owner, where, None, slow, "view")
         with pytest.raises(TypeError, match="memoryview"):
-            _fastpath.Take(owner, address, None, slow, "view", b"not a memoryview")
+            _fastpath.Take(owner, where, None, slow, "view", b"not a memoryview")
         with pytest.raises(TypeError, match="memoryview"):
-            _fastpath.Take(owner, address, _core.Message, slow, "read", mapping)
+            _fastpath.Take(owner, where, Message, slow, "read", mapping)
         with pytest.raises(TypeError, match="None as result_type"):
-            _fastpath.Take(owner, address, _core.Message, slow, "view", mapping)
+            _fastpath.Take(owner, where, Message, slow, "view", mapping)
         with pytest.raises(TypeError, match="a type as result_type"):
-            _fastpath.Take(owner, address, None, slow, "read")
+            _fastpath.Take(owner, where, None, slow, "read")
         with pytest.raises(ValueError, match="unknown mode"):
-            _fastpath.Take(owner, address, None, slow, "peek")
+            _fastpath.Take(owner, where, None, slow, "peek")
 
 
 def test_views_located_in_c_are_slices_of_the_mapping(topic: str) -> None:
@@ -155,7 +158,7 @@ def test_sleep_read_wakes_on_a_publish_times_out_and_refuses_bad_time_outs(topic
         assert msg is not None and msg.data == b"late" and msg.seq == 0
         assert time.monotonic() - started >= 0.04
         assert reader.woke == (True, False)
-        assert _core.drain(sub._wake.sock.fileno()) == 1  # type: ignore[union-attr]
+        assert drain(sub._waiter._wake.sock.fileno()) == 1  # type: ignore[union-attr]
         assert not reader.arm()
         started = time.monotonic()
         assert reader.sleep_read(30) is None
@@ -213,7 +216,7 @@ def test_no_references_leak_on_any_path(topic: str) -> None:
             pub.publish(payload)  # wakes us from C: a datagram to our own socket
             assert reader.sleep_read(1000) is not None  # epoll, then the take, in one call
             assert reader.woke == (True, False)
-            _core.drain(wake_fd)
+            drain(wake_fd)
             assert not reader.arm()
             assert reader.sleep_read(0) is None  # its slow path: nothing there
             pub.publish(payload)
@@ -232,7 +235,7 @@ def test_no_references_leak_on_any_path(topic: str) -> None:
         sps.Publisher(topic, slots=64, slot_size=64) as pub,
         sps.Subscriber(topic, spin_us=100, lapped="latest") as sub,
     ):
-        reader, wake_fd = sub._reader, sub._wake.sock.fileno()  # type: ignore[union-attr]
+        reader, wake_fd = sub._reader, sub._waiter._wake.sock.fileno()  # type: ignore[union-attr]
         rounds(pub, sub, 2000)  # warm: caches, interned objects, the exception machinery
         gc.collect()
         tracemalloc.start()
@@ -252,7 +255,7 @@ def test_closed_ends_are_collected(topic: str) -> None:
 
     def alive() -> int:
         gc.collect()
-        return sum(type(o) in (_core.Writer, _core.Reader) for o in gc.get_objects())
+        return sum(type(o) in (Writer, Reader) for o in gc.get_objects())
 
     already = alive()
     with sps.Publisher(topic, slots=8, slot_size=64) as pub, sps.Subscriber(topic) as sub:
@@ -289,4 +292,4 @@ def test_a_view_located_the_slow_way_after_a_close_is_refused(topic: str) -> Non
         pub.publish(b"x")
         sub._mapping_view.release()  # type: ignore[union-attr]  # what close() does meanwhile
         with pytest.raises(sps.ClosedError):
-            sub._reader._view_slow(_core._BUSY)
+            sub._reader._view_slow(BUSY)

@@ -31,9 +31,11 @@ import pytest
 from helpers import time_limit
 
 import shmpubsub as sps
-from shmpubsub import _core, admin, filebacked
+from shmpubsub import admin, filebacked
+from shmpubsub._core.header import FILE_FORMAT, HEADER_SIZE, geometry
 from shmpubsub._ffi import ffi, lib
 from shmpubsub.names import PREFIX, SHM_DIR
+from shmpubsub.records import Recovery
 
 PAGE = mmap.PAGESIZE
 # Where layout.h puts a slot's fields (from the slot's start), and the file block's format.
@@ -88,7 +90,7 @@ def test_subscribers_attach_by_name_or_by_path(topic: str, tmp_path: Path) -> No
         assert pub.path == str(path) and pub.recovery is None
         stub = Path(SHM_DIR, PREFIX + topic)
         assert stub.stat().st_size == PAGE  # the name holds a stub; the ring is in the file
-        assert path.stat().st_size == _core.geometry(8, 64)[1]
+        assert path.stat().st_size == geometry(8, 64)[1]
         with sps.Subscriber(topic) as by_name, sps.Subscriber(path=path) as by_path:
             assert by_path.topic == topic
             got: list[bytes] = []
@@ -118,7 +120,7 @@ def test_close_keeps_the_file_flushed_and_marked_closed(topic: str, tmp_path: Pa
         assert [m.seq for m in sub] == list(range(4, 20))
         assert (sub.end_reason, sub.lost) == ("closed", 0)
     with sps.Publisher(topic, slots=16, slot_size=64, path=path) as pub:
-        assert pub.recovery == _core.Recovery(next=20, kept=16, torn=0, corrupt=0, unflushed=0, repaired=0)
+        assert pub.recovery == Recovery(next=20, kept=16, torn=0, corrupt=0, unflushed=0, repaired=0)
         assert pub.publish(b"next") == 20
 
 
@@ -276,7 +278,7 @@ def check_durability(topic: str, path: Path, tmp_path: Path) -> None:
     with sps.Subscriber(topic, start="oldest") as sub:  # by name too: its stub outlived it
         assert len(drain(sub)) == 40
     with sps.Publisher(topic, slots=64, slot_size=64, path=path) as pub:  # takes the name over
-        assert pub.recovery == _core.Recovery(next=40, kept=40, torn=0, corrupt=0, unflushed=0, repaired=0)
+        assert pub.recovery == Recovery(next=40, kept=40, torn=0, corrupt=0, unflushed=0, repaired=0)
         assert pub.publish(b"after") == 40
 
 
@@ -364,7 +366,7 @@ def test_after_a_crash_in_the_same_boot_everything_complete_is_kept(topic: str, 
         image = path.read_bytes()  # what the page cache holds when the process dies
     path.write_bytes(image)  # as if the close never happened (it flushed and marked closed)
     with sps.Publisher(topic, slots=16, slot_size=64, path=path) as pub:
-        assert pub.recovery == _core.Recovery(next=40, kept=16, torn=0, corrupt=0, unflushed=0, repaired=0)
+        assert pub.recovery == Recovery(next=40, kept=16, torn=0, corrupt=0, unflushed=0, repaired=0)
 
 
 # -- slot checksums ----------------------------------------------------------------------------
@@ -381,7 +383,7 @@ def crc32c(data: bytes, crc: int = 0) -> int:
 
 
 def slot_offset(n: int, slots: int, stride: int) -> int:
-    return _core.HEADER_SIZE + (n % slots) * stride
+    return HEADER_SIZE + (n % slots) * stride
 
 
 def checksum_at(length: int) -> int:
@@ -411,7 +413,7 @@ def test_crc32c_in_both_implementations() -> None:
 
 def test_each_slot_of_a_ring_file_carries_the_checksum_of_its_message(topic: str, tmp_path: Path) -> None:
     slots, size = 16, 100
-    stride, total = _core.geometry(slots, size, ring_file=True)
+    stride, total = geometry(slots, size, ring_file=True)
     path = tmp_path / "r.ring"
     lengths = [0, 1, 7, 8, 9, 63, 64, 100]
     with sps.Publisher(topic, slots=slots, slot_size=size, path=path) as pub:
@@ -435,14 +437,14 @@ def test_each_slot_of_a_ring_file_carries_the_checksum_of_its_message(topic: str
 
 def test_only_ring_files_pay_for_checksums(topic: str, tmp_path: Path) -> None:
     """/dev/shm rings keep their geometry, and no checksum is written into them."""
-    assert _core.geometry(8, 48) == (64, _core.HEADER_SIZE + 8 * 64)  # 16 + 48: one cache line
-    assert _core.geometry(8, 48, ring_file=True) == (128, _core.HEADER_SIZE + 8 * 128)  # + the word
-    assert _core.geometry(8, 100, ring_file=True) == _core.geometry(8, 100)  # it fits the padding
+    assert geometry(8, 48) == (64, HEADER_SIZE + 8 * 64)  # 16 + 48: one cache line
+    assert geometry(8, 48, ring_file=True) == (128, HEADER_SIZE + 8 * 128)  # + the word
+    assert geometry(8, 100, ring_file=True) == geometry(8, 100)  # it fits the padding
     with sps.Publisher(topic, slots=8, slot_size=100) as pub:
         for seq in range(8):
             pub.publish(payload(seq + 1, 100 - seq))
         image = Path(SHM_DIR, PREFIX + topic).read_bytes()
-    stride = _core.geometry(8, 100)[0]
+    stride = geometry(8, 100)[0]
     for seq in range(8):
         at = slot_offset(seq, 8, stride) + checksum_at(100 - seq)
         assert image[at : at + 8] == bytes(8)
@@ -457,7 +459,7 @@ def test_a_power_cut_while_a_flushed_slot_was_overwritten(
     went. The disk holds each of those pages either old or new (bit i of *new_pages*: page i
     new; page 0 starts with the sequence word). Recovery must never keep a mix of the two."""
     slots, size = 8, 3 * PAGE - PAYLOAD - 8  # with its checksum word, a slot is three whole pages
-    assert _core.geometry(slots, size, ring_file=True)[0] == 3 * PAGE
+    assert geometry(slots, size, ring_file=True)[0] == 3 * PAGE
     path, cut = tmp_path / "r.ring", tmp_path / "after-the-cut.ring"
     with sps.Publisher(topic, slots=slots, slot_size=size, path=path) as pub:
         for seq in range(8):
@@ -506,7 +508,7 @@ def test_a_damaged_slot_in_a_closed_ring_file_is_dropped_and_counted(
     topic: str, tmp_path: Path, where: str
 ) -> None:
     slots, size, length, victim = 8, 100, 60, 6
-    stride = _core.geometry(slots, size, ring_file=True)[0]
+    stride = geometry(slots, size, ring_file=True)[0]
     path = tmp_path / "r.ring"
     with sps.Publisher(topic, slots=slots, slot_size=size, path=path) as pub:
         for seq in range(12):
@@ -529,7 +531,7 @@ def test_a_damaged_slot_in_a_closed_ring_file_is_dropped_and_counted(
         assert (sub.lost, sub.end_reason) == (damaged, "closed")
     assert path.read_bytes() == image  # reading repaired a private copy only
     with sps.Publisher(topic, slots=slots, slot_size=size, path=path) as pub:
-        assert pub.recovery == _core.Recovery(
+        assert pub.recovery == Recovery(
             next=12, kept=8 - damaged, torn=0, corrupt=damaged, unflushed=0, repaired=damaged
         )
         with sps.Subscriber(topic, start="oldest") as sub:
@@ -598,7 +600,7 @@ def test_a_ring_file_of_an_older_format_is_refused_for_writing(topic: str, tmp_p
     same) cannot be recovered: it is refused, and left for subscribers to read."""
     path = tmp_path / "r.ring"
     image = bytearray(closed_ring(topic, path))
-    assert int.from_bytes(image[FILE_FORMAT_AT : FILE_FORMAT_AT + 4], "little") == _core.FILE_FORMAT == 1
+    assert int.from_bytes(image[FILE_FORMAT_AT : FILE_FORMAT_AT + 4], "little") == FILE_FORMAT == 1
     image[FILE_FORMAT_AT : FILE_FORMAT_AT + 4] = bytes(4)
     path.write_bytes(image)
     older = r"written by an older shmpubsub, whose slots carry no checksums.*left unchanged"

@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import shmpubsub as sps
-from shmpubsub import _core, admin
+from shmpubsub import admin
+from shmpubsub._core.header import MAX_SEQ
 from shmpubsub.names import CONTROL_SUFFIX
 
 HEADER = 4096
@@ -298,7 +299,7 @@ def test_hostile_subscriber_scribbling_on_the_control_segment_costs_no_message(
         sps.Publisher(topic, slots=8, slot_size=32, max_subscribers=8) as pub,
         sps.Subscriber(topic) as honest,
     ):
-        mine = honest._wake.index if honest._wake is not None else -1
+        mine = honest._waiter._wake.index if honest._waiter._wake is not None else -1
         others = [i for i in range(8) if i != mine]
         entry = st.tuples(st.sampled_from(others), st.sampled_from(ENTRY_FIELDS), values).map(
             lambda e: (CONTROL_ENTRIES + ENTRY_SIZE * e[0] + e[1][0], e[1][1], e[2])
@@ -357,5 +358,5 @@ def test_forged_write_seq_after_attach_cannot_wrap_the_position(fuzz_topic: Topi
                 assert sub.try_receive() is None
                 positions.append(sub._reader.next_seq)
         assert positions == sorted(positions), positions
-        assert _core.MAX_SEQ <= positions[-1] < 2**63  # crept on by one per lapped read, no more
+        assert MAX_SEQ <= positions[-1] < 2**63  # crept on by one per lapped read, no more
         assert sub.lost == positions[-1] - 1

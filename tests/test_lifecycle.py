@@ -26,7 +26,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import shmpubsub as sps
-from shmpubsub import _core
+from shmpubsub._core.header import MAX_SEQ, MAX_SLOT_COUNT, MAX_SLOT_SIZE, geometry, init_header
+from shmpubsub._core.lib import pointer_to, release
 from shmpubsub.names import CONTROL_SUFFIX, PREFIX, SHM_DIR
 
 # Offsets in the header (csrc/layout.h, struct sps_identity and struct sps_progress).
@@ -263,9 +264,9 @@ def test_size_beyond_dev_shm_raises_no_space(topic: str) -> None:
 
 
 def test_publisher_beyond_dev_shm_raises_no_space_and_leaves_nothing(topic: str) -> None:
-    slot_size = _core.MAX_SLOT_SIZE
+    slot_size = MAX_SLOT_SIZE
     slots = 1 << (too_big() // slot_size).bit_length()
-    assert slots * slot_size > too_big() and slots <= _core.MAX_SLOT_COUNT
+    assert slots * slot_size > too_big() and slots <= MAX_SLOT_COUNT
     with pytest.raises(sps.NoSpace) as info:
         sps.Publisher(topic, slots=slots, slot_size=slot_size)
     assert info.value.errno == errno.ENOSPC
@@ -454,7 +455,7 @@ def check_takeover(topic: str, child: subprocess.Popen[str]) -> None:
 
 def test_orphan_without_header_is_refused_then_taken_over(topic: str) -> None:
     """Its creator died between sizing and writing the header: no lock, no magic."""
-    _, total = _core.geometry(SLOTS, SLOT_BYTES)
+    _, total = geometry(SLOTS, SLOT_BYTES)
     seg = sps.Segment.create(topic)
     seg.size(total)
     seg.close()  # the descriptor goes, and with it any lock; the name stays
@@ -492,7 +493,7 @@ def test_subscriber_waits_for_a_creator_that_holds_the_lock(
 ) -> None:
     """A locked, uninitialised segment belongs to a creator still starting: the subscriber waits
     past the orphan grace (0.2 s) for its header instead of refusing it."""
-    _, total = _core.geometry(SLOTS, SLOT_BYTES)
+    _, total = geometry(SLOTS, SLOT_BYTES)
     epoch = struct.unpack_from("<Q", valid_bytes, EPOCH)[0]  # the epoch control_bytes carries
     seg = sps.Segment.create(topic)
     try:
@@ -500,11 +501,11 @@ def test_subscriber_waits_for_a_creator_that_holds_the_lock(
         seg.size(total)
         write_raw(control_path(topic), control_bytes)
         mapping = seg.map()
-        base = _core.pointer_to(mapping, writable=True)
+        base = pointer_to(mapping, writable=True)
 
         def finish_creating() -> None:
             time.sleep(0.5)
-            _core.init_header(
+            init_header(
                 base, total, SLOTS, SLOT_BYTES, epoch=epoch, pid=os.getpid(), start_time=0, created_ns=0
             )
 
@@ -519,7 +520,7 @@ def test_subscriber_waits_for_a_creator_that_holds_the_lock(
         finally:
             creator.join()
         assert 0.4 < waited < 3
-        _core.release(base)
+        release(base)
     finally:
         seg.remove()
         seg.close()
@@ -675,14 +676,14 @@ def test_publisher_takes_over_a_dead_publishers_segment(
     before = os.stat(path).st_ino
     with sps.Publisher(topic, slots=2, slot_size=16) as pub:
         assert os.stat(path).st_ino != before
-        assert os.stat(path).st_size == _core.geometry(2, 16)[1]
+        assert os.stat(path).st_size == geometry(2, 16)[1]
         with sps.Subscriber(topic) as sub:
             pub.publish(b"mine")
             assert sub.try_receive() == sps.Message(b"mine", 0)
     assert not os.path.exists(path)
 
 
-@pytest.mark.parametrize("write_seq", [5, 100, 2**62 - 5, _core.MAX_SEQ])
+@pytest.mark.parametrize("write_seq", [5, 100, 2**62 - 5, MAX_SEQ])
 def test_corrupt_write_seq_latest_returns(
     topic: str, raw: Raw, valid_bytes: bytes, control_bytes: bytes, write_seq: int
 ) -> None:
@@ -693,7 +694,7 @@ def test_corrupt_write_seq_latest_returns(
         assert sub.latest() is None
 
 
-@pytest.mark.parametrize("write_seq", [_core.MAX_SEQ + 1, 2**63 - 1, 2**63, 2**64 - 1])
+@pytest.mark.parametrize("write_seq", [MAX_SEQ + 1, 2**63 - 1, 2**63, 2**64 - 1])
 def test_write_seq_past_the_limit_is_refused(
     topic: str, raw: Raw, valid_bytes: bytes, control_bytes: bytes, write_seq: int
 ) -> None:
@@ -718,7 +719,7 @@ def test_corrupt_write_seq_never_traps_try_receive(
     topic = f"test-ws-{uuid.uuid4().hex[:12]}"
     write_topic(topic, patched(valid_bytes, WRITE_SEQ, "<Q", write_seq), control_bytes)
     try:
-        if write_seq > _core.MAX_SEQ:
+        if write_seq > MAX_SEQ:
             with pytest.raises(sps.InvalidSegment, match="write_seq out of range"):
                 sps.Subscriber(topic, start=start, lapped=lapped)
             return
@@ -979,7 +980,7 @@ def test_segment_open_is_read_only(topic: str) -> None:
         try:
             assert not seg.writable
             mem = seg.map()
-            assert len(mem) == seg.nbytes == _core.geometry(4, 8)[1]
+            assert len(mem) == seg.nbytes == geometry(4, 8)[1]
             with pytest.raises(TypeError):
                 mem[0] = 0
             assert "ro" in repr(seg)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import shmpubsub as sps
-from shmpubsub._core import lap_margin
+from shmpubsub._core.ring import lap_margin
 
 # -- helpers -------------------------------------------------------------------------------------
 
@@ -207,7 +207,7 @@ def test_latest_does_not_consume(topic: str) -> None:
 def test_latest_with_one_slot_during_and_after_a_loan(topic: str) -> None:
     """With one slot, a loan overwrites the newest message. latest() must then return (None:
     nothing complete is left), not spin. It used to spin for ever (fixed by bounding the BUSY
-    retries in _core.Reader)."""
+    retries in Reader)."""
     with sps.Publisher(topic, slots=1, slot_size=16) as pub, sps.Subscriber(topic) as sub:
         pub.publish(b"gone")
         with pub.loan(4) as buf, time_limit(2.0):

@@ -39,7 +39,10 @@ import pytest
 from helpers import ArmHook, Children, check_drained, get_result, kill_and_await_death
 
 import shmpubsub as sps
-from shmpubsub import Publisher, PublisherGone, ReceiveTimeout, Subscriber, _core, _proc, wakeup
+from shmpubsub import Publisher, PublisherGone, ReceiveTimeout, Subscriber, _proc, wakeup
+from shmpubsub._core.control import Control
+from shmpubsub._core.lib import lib, pointer_to, release
+from shmpubsub._core.wake import WakeSender, drain
 from shmpubsub.names import CONTROL_SUFFIX, PREFIX, SHM_DIR, socket_name
 from shmpubsub.segment import Segment
 
@@ -102,11 +105,11 @@ def _entries(topic: str) -> list[sps.SubscriberInfo]:
     segment = Segment.open(topic, writable=False, suffix=CONTROL_SUFFIX)
     try:
         mapping = segment.map()
-        base = _core.pointer_to(mapping, writable=False)
+        base = pointer_to(mapping, writable=False)
         try:
-            return _core.Control(base, len(mapping), f"control of {topic!r}").entries()
+            return Control(base, len(mapping), f"control of {topic!r}").entries()
         finally:
-            _core.release(base)
+            release(base)
     finally:
         segment.close()
 
@@ -418,7 +421,7 @@ def test_sleeping_subscriber_gets_at_most_one_wakeup_per_arm(topic: str) -> None
     n = 1000
     with Publisher(topic, slots=2048, slot_size=64) as pub, Subscriber(topic) as sub:
         counter = _CountingReader(sub._reader)
-        sub._reader = counter  # type: ignore[assignment]  # count arms
+        sub._waiter._reader = counter  # type: ignore[assignment]  # count arms
         got: list[int] = []
         failure: list[BaseException] = []
 
@@ -800,7 +803,7 @@ def test_last_messages_published_just_before_close_are_received(topic: str, spin
             pub.publish(b"last")
             pub.close()
 
-        sub._reader = ArmHook(sub._reader, publisher_finishes)  # type: ignore[assignment]
+        sub._waiter._reader = ArmHook(sub._waiter._reader, publisher_finishes)  # type: ignore[assignment]
         try:
             msg = sub.receive(timeout=1)
         except PublisherGone:
@@ -1058,19 +1061,19 @@ def test_a_send_failing_for_another_reason_is_logged_and_the_subscriber_kept(
 
 def test_wake_sender_refuses_a_socket_path_prefix_with_no_room_for_a_token(topic: str) -> None:
     with Publisher(topic) as pub, pytest.raises(sps.InvalidArgument, match="no room for a token"):
-        _core.WakeSender(pub._control, pub._waker._sock.fileno(), "/" + "d" * 100 + "/" + PREFIX, 0)
+        WakeSender(pub._control, pub._waker._sock.fileno(), "/" + "d" * 100 + "/" + PREFIX, 0)
 
 
 def test_drain_discards_every_pending_wakeup_and_reports_a_closed_socket(topic: str) -> None:
     with Publisher(topic), Subscriber(topic) as sub:
-        wake = sub._wake
+        wake = sub._waiter._wake
         assert wake is not None
         for _ in range(3):
             wake.wake_self()
-        assert _core.drain(wake.sock.fileno()) == 3
-        assert _core.drain(wake.sock.fileno()) == 0
+        assert drain(wake.sock.fileno()) == 3
+        assert drain(wake.sock.fileno()) == 0
     with pytest.raises(OSError) as raised:
-        _core.drain(-1)
+        drain(-1)
     assert raised.value.errno == errno.EBADF
 
 
@@ -1156,7 +1159,7 @@ def _plant_claim(topic: str, index: int, pid: int) -> None:
     *index* (its pid times two): as if it had died in the middle of the claim."""
     control = Segment.open(topic, writable=True, suffix=CONTROL_SUFFIX)
     try:
-        offset = _core.lib.SPS_CONTROL_HEADER_SIZE + index * _core.lib.SPS_ENTRY_SIZE
+        offset = lib.SPS_CONTROL_HEADER_SIZE + index * lib.SPS_ENTRY_SIZE
         control.map()[offset : offset + 8] = (pid << 1).to_bytes(8, sys.byteorder)
     finally:
         control.close()

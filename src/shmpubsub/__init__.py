@@ -7,7 +7,6 @@ with sps.Subscriber("prices") as sub:
     msg = sub.try_receive()
 """
 
-from ._core import Recovery, SubscriberInfo
 from .errors import (
     ClosedError,
     InvalidArgument,
@@ -34,6 +33,7 @@ from .errors import (
 from .message import Batch, Message
 from .names import PREFIX
 from .publisher import Loan, Publisher
+from .records import HeaderInfo, Recovery, SubscriberInfo
 from .segment import Segment
 from .subscriber import Subscriber, View
 
@@ -43,6 +43,7 @@ __all__ = [
     "PREFIX",
     "Batch",
     "ClosedError",
+    "HeaderInfo",
     "InvalidArgument",
     "InvalidSegment",
     "InvalidType",

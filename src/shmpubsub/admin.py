@@ -28,7 +28,9 @@ from dataclasses import dataclass
 
 import posix_ipc
 
-from . import _core, _proc, filebacked, wakeup
+from . import _proc, filebacked, lifecycle, wakeup
+from ._core.control import Control
+from ._core.header import ForeignSegment, HeaderNotReady
 from .errors import (
     InvalidArgument,
     InvalidSegment,
@@ -38,8 +40,9 @@ from .errors import (
     ShmPubSubError,
     TopicNotFound,
 )
+from .lifecycle import STARTUP_GRACE
 from .names import CONTROL_SUFFIX, PREFIX, SHM_DIR, socket_name, validate_topic
-from .publisher import _STARTUP_GRACE
+from .records import FileHeaderInfo, HeaderInfo, SubscriberInfo
 from .segment import Segment
 
 log = logging.getLogger(__name__)
@@ -197,7 +200,7 @@ def collect_garbage(dry_run: bool = False) -> list[str]:
         else:
             outcome.segment.close()
     if unready:
-        time.sleep(_STARTUP_GRACE)
+        time.sleep(STARTUP_GRACE)
         for topic, segment in unready:
             with contextlib.closing(segment):
                 reason = _dead_after_grace(segment)
@@ -248,7 +251,7 @@ def clean_up_after(pid: int, start_time: int, topics: Iterable[str]) -> list[str
             with contextlib.closing(outcome.segment):
                 reason: str | None = None
                 if outcome.kind == "unready":
-                    time.sleep(_STARTUP_GRACE)
+                    time.sleep(STARTUP_GRACE)
                     reason = _dead_after_grace(outcome.segment)
                 elif outcome.kind == "removable" and outcome.publisher == owner:
                     reason = outcome.reason
@@ -329,14 +332,14 @@ class _Look:
     version, corrupt, a stub whose file is gone) or "foreign" (not ours)."""
 
     kind: str
-    header: _core.HeaderInfo | None = None
+    header: HeaderInfo | None = None
     problem: str | None = None
     data_file: str | None = None  # the ring file of a file-backed topic
-    file_header: _core.FileHeaderInfo | None = None
+    file_header: FileHeaderInfo | None = None
     file_size: int = 0
 
 
-def _read_header(segment: Segment) -> tuple[str, _core.HeaderInfo | None, str | None]:
+def _read_header(segment: Segment) -> tuple[str, HeaderInfo | None, str | None]:
     """Classifies a data segment as the takeover check does: ("ok", header, None), ("unready",
     None, None) for a creator not done yet (or dead while creating), ("invalid", None, problem)
     for ours but unusable (other layout version, corrupt) or ("foreign", None, problem). A
@@ -347,35 +350,13 @@ def _read_header(segment: Segment) -> tuple[str, _core.HeaderInfo | None, str | 
 
 def _read_ring(segment: Segment) -> _Look:
     """_read_header, with what a ring file adds."""
-    if segment.nbytes == 0:  # a creator sizes its segment whole before writing to it
-        return _Look("unready")
-    mapping = segment.map()
-    base = _core.pointer_to(mapping, writable=False)
-    stub: _core.StubInfo | None = None
-    try:
-        header = _core.read_header(base, len(mapping), "the segment" if segment.name else segment.what)
-        if segment.name is None:
-            file = _core.file_header(base)
-            return _Look("ok", header, None, segment.path, file, segment.nbytes)
-        return _Look("ok", header)
-    except _core.HeaderNotReady:
-        return _Look("unready")
-    except _core.ForeignSegment as e:
-        return _Look("foreign", problem=str(e))
-    except _core.FileBackedTopic as e:
-        if segment.name is None:  # a stub copied to a file is no ring file
-            return _Look("invalid", problem=str(e))
-        try:
-            stub = _core.read_stub(base, len(mapping), "the segment")
-        except InvalidSegment as bad:
-            return _Look("invalid", problem=str(bad))
-    except InvalidSegment as e:
-        return _Look("invalid", problem=str(e))
-    finally:
-        _core.release(base)
-        segment.unmap()
-    look, _ = _look_at_file(stub.path)
-    return look
+    look = lifecycle.classify(segment, "the segment" if segment.name else segment.what)
+    if look.stub is not None:
+        file_look, _ = _look_at_file(look.stub.path)
+        return file_look
+    if look.kind == "ok" and segment.name is None:
+        return _Look("ok", look.header, None, segment.path, look.file, segment.nbytes)
+    return _Look(look.kind, look.header, None if look.kind == "unready" else look.problem)
 
 
 def _look_at_file(path: str) -> tuple[_Look, bool]:
@@ -395,19 +376,15 @@ def _look_at_file(path: str) -> tuple[_Look, bool]:
 
 
 @contextlib.contextmanager
-def _mapped_control(topic: str, writable: bool) -> Iterator[_core.Control]:
+def _mapped_control(topic: str, writable: bool) -> Iterator[Control]:
     """The topic's control segment, validated. Raises TopicNotFound, PermissionDenied or
     InvalidSegment."""
     segment = Segment.open(topic, writable=writable, suffix=CONTROL_SUFFIX)
     with contextlib.closing(segment):
         if segment.nbytes == 0:
-            raise _core.HeaderNotReady("the control segment is not initialised")
-        mapping = segment.map()
-        base = _core.pointer_to(mapping, writable=writable)
-        try:
-            yield _core.Control(base, len(mapping), "the control segment")
-        finally:
-            _core.release(base)
+            raise HeaderNotReady("the control segment is not initialised")
+        with segment.mapped(writable) as (base, size):
+            yield Control(base, size, "the control segment")
 
 
 def _inspect(topic: str, details: bool) -> TopicInfo:
@@ -445,7 +422,7 @@ def _describe(
     header = look.header
     assert header is not None
     problem: str | None = None
-    subscribers: list[_core.SubscriberInfo] | None = None
+    subscribers: list[SubscriberInfo] | None = None
     max_subscribers: int | None = None
     control_size = 0
     try:
@@ -515,21 +492,17 @@ def _foreign_control(segment: Segment) -> str | None:
     """Why a control segment is not ours, or None if it is (even unfinished or corrupt)."""
     if segment.nbytes == 0:
         return None
-    mapping = segment.map()
-    base = _core.pointer_to(mapping, writable=False)
-    try:
-        _core.Control(base, len(mapping), "the control segment")
-    except _core.ForeignSegment as e:
-        return str(e)
-    except InvalidSegment:
-        pass  # ours, but unfinished or corrupt
-    finally:
-        _core.release(base)
-        segment.unmap()
+    with segment.mapped() as (base, size):
+        try:
+            Control(base, size, "the control segment")
+        except ForeignSegment as e:
+            return str(e)
+        except InvalidSegment:
+            pass  # ours, but unfinished or corrupt
     return None
 
 
-def _status(entry: _core.SubscriberInfo, write_seq: int) -> SubscriberStatus:
+def _status(entry: SubscriberInfo, write_seq: int) -> SubscriberStatus:
     # pid 0: an entry claimed an instant ago, its pid not yet written; count it alive.
     alive = entry.pid == 0 or _proc.is_alive(entry.pid, entry.start_time)
     lag = max(0, write_seq - entry.read_pos)
@@ -537,8 +510,8 @@ def _status(entry: _core.SubscriberInfo, write_seq: int) -> SubscriberStatus:
 
 
 def _dead_entries(
-    control: _core.Control, left_by: tuple[int, int] | None = None
-) -> list[_core.SubscriberInfo]:
+    control: Control, left_by: tuple[int, int] | None = None
+) -> list[SubscriberInfo]:
     """Entries whose process is gone (the criterion of wakeup.reap_dead_entries); with
     *left_by*, only those of that (pid, start time)."""
     return [
@@ -604,7 +577,7 @@ def _dead_after_grace(segment: Segment) -> str | None:
     return None if kind == "foreign" else _reason(kind, header, problem)
 
 
-def _reason(kind: str, header: _core.HeaderInfo | None, problem: str | None) -> str:
+def _reason(kind: str, header: HeaderInfo | None, problem: str | None) -> str:
     """Why a data segment nobody holds is garbage."""
     if kind == "unready":
         return "never initialised: its creator died while creating it"

@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any
 
-from . import subscriber as _sync
+from . import publisher, subscriber
 from .errors import PublisherGone, ReceiveTimeout
 from .message import Message
-from .publisher import Publisher as _SyncPublisher
+from .waiting import check_timeout
 
 
-class Publisher(_SyncPublisher):
+class Publisher(publisher.Publisher):
     """The synchronous :class:`shmpubsub.Publisher` (publishing never waits), usable with
     ``async with``."""
 
@@ -38,45 +38,53 @@ class Publisher(_SyncPublisher):
         self.close()
 
 
-class Subscriber:
+class Subscriber(subscriber.SubscriberBase):
     """Like :class:`shmpubsub.Subscriber`, with ``await receive()`` and ``async for``.
 
-    Takes the same arguments. Non-blocking calls (``try_receive``, ``receive_into``,
-    ``latest``) and the state (``lost``, ``end_reason``, ...) are the synchronous ones.
+    Takes the same arguments. The calls that never wait (``try_receive``, ``try_receive_many``,
+    ``receive_into``, ``latest``) and the state (``lost``, ``end_reason``, ...) are the
+    synchronous ones.
     """
 
-    def __init__(self, topic: str | None = None, **options: Any) -> None:
-        self._sub = _sync.Subscriber(topic, **options)
-        try:
-            self._fd = self._sub.fileno()  # selectable mode: an empty try_receive arms a wake-up
-        except BaseException:
-            self._sub.close()  # a passive subscriber (no wake-ups) cannot wait in an event loop
-            raise
+    def __init__(
+        self,
+        topic: str | None = None,
+        *,
+        start: str = "next",
+        lapped: str = "oldest",
+        spin_us: float = 50.0,
+        path: str | os.PathLike[str] | None = None,
+    ) -> None:
         self._waiters: set[asyncio.Future[None]] = set()
         self._watching: asyncio.AbstractEventLoop | None = None  # the loop watching our fd
+        super().__init__(topic, start=start, lapped=lapped, spin_us=spin_us, path=path)
+        try:
+            self._fd = self.fileno()  # selectable mode: an empty try_receive arms a wake-up
+        except BaseException:
+            super().close()  # a passive subscriber (no wake-ups) cannot wait in an event loop
+            raise
 
     async def receive(self, timeout: float | None = None) -> Message:
         """The next message, waiting up to *timeout* seconds (None: for ever) without blocking
         the loop. Raises ReceiveTimeout, or PublisherGone once the publisher is gone and
         everything it published has been received. Cancellation is safe: no message is lost."""
-        timeout = _sync.check_timeout(timeout)
+        timeout = check_timeout(timeout)
         loop = asyncio.get_running_loop()
         deadline = math.inf if timeout is None else loop.time() + timeout
         while True:
-            message = self._sub.try_receive()
+            message = self.try_receive()
             if message is not None:
                 return message
-            reason = self._sub.end_reason
+            reason = self.end_reason
             if reason is not None:
-                message = self._sub.try_receive()  # published just before the end (see Subscriber)
+                message = self.try_receive()  # published just before the end (see Subscriber)
                 if message is not None:
                     return message
                 raise PublisherGone(self.topic, reason)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise ReceiveTimeout(f"no message on topic {self.topic!r} within {timeout} s")
-            if self._sub._pidfd is None:  # no pidfd: look at the publisher's lock now and then
-                remaining = min(remaining, _sync._LIVENESS_POLL)
+            remaining = self._waiter.poll_limit(remaining)  # how long before a look at its liveness
             await self._readable(loop, None if math.isinf(remaining) else remaining)
 
     async def _readable(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
@@ -115,45 +123,12 @@ class Subscriber:
         except PublisherGone:
             raise StopAsyncIteration from None
 
-    # -- the synchronous rest ------------------------------------------------------
-
-    def try_receive(self) -> Message | None:
-        return self._sub.try_receive()
-
-    def receive_into(self, buffer: Any) -> int | None:
-        return self._sub.receive_into(buffer)
-
-    def latest(self) -> Message | None:
-        return self._sub.latest()
-
-    def fileno(self) -> int:
-        return self._fd
-
-    @property
-    def topic(self) -> str:
-        return self._sub.topic
-
-    @property
-    def lost(self) -> int:
-        return self._sub.lost
-
-    @property
-    def last_seq(self) -> int:
-        return self._sub.last_seq
-
-    @property
-    def end_reason(self) -> str | None:
-        return self._sub.end_reason
-
-    @property
-    def closed(self) -> bool:
-        return self._sub.closed
-
     def close(self) -> None:
         """Closes the subscriber; tasks waiting in receive() get ClosedError."""
-        self._stop_watching()  # before the descriptor goes
-        self._on_readable()
-        self._sub.close()
+        if os.getpid() == self._pid:  # a fork child's copy of the loop is not ours to touch
+            self._stop_watching()  # before the descriptor goes
+            self._on_readable()
+        super().close()
 
     async def __aenter__(self) -> Subscriber:
         return self

@@ -33,15 +33,13 @@ import math
 import struct
 from typing import TYPE_CHECKING, Any, Final
 
-from .errors import InvalidArgument, InvalidType, MessageTooLarge, MissingDependency, NotAnArray
+from .errors import InvalidArgument, InvalidType, MissingDependency, NotAnArray
 
 if TYPE_CHECKING:
     import types
 
     import numpy as np
     from numpy.typing import DTypeLike, NDArray
-
-    from .publisher import Publisher
 
 MAGIC: Final = b"\x93SPA"
 VERSION: Final = 1
@@ -118,31 +116,23 @@ def message_size(shape: tuple[int, ...], dtype: DTypeLike) -> int:
     return len(header_for(dtype, shape)) + math.prod(shape) * itemsize
 
 
-def publish(pub: Publisher, array: NDArray[Any]) -> int:
-    """Publishes *array* on *pub*; see :meth:`Publisher.publish_array`."""
+def prepare(array: NDArray[Any]) -> tuple[bytes, NDArray[Any]]:
+    """(the message header, the array) for publishing *array* (a numpy scalar becomes a 0-d
+    array): the message is the header, then ``array.nbytes`` bytes of data (see :func:`fill`).
+    Raises InvalidType for a non-array, and as :func:`header_for`."""
     numpy = _numpy()
     if not isinstance(array, numpy.ndarray):
         if not isinstance(array, numpy.generic):
             raise InvalidType(f"expected a numpy array, not {type(array).__name__}")
         array = numpy.asarray(array)
-    head = _header(array.dtype, array.shape)
-    size = len(head) + array.nbytes
-    if size > pub.slot_size:
-        raise MessageTooLarge(
-            f"an array of {array.nbytes} bytes ({array.dtype} {array.shape}) and its {len(head)}-byte "
-            f"header do not fit topic {pub.topic!r} (slot_size={pub.slot_size})"
-        )
-    loan = pub.loan(size)
-    with loan as buf:
-        _fill(numpy, buf, head, array)
-    # The numpy view over the loan died inside _fill: the loan's memoryview is released on exit.
-    assert loan.seq is not None
-    return loan.seq
+    return _header(array.dtype, array.shape), array
 
 
-def _fill(numpy: types.ModuleType, buf: memoryview, head: bytes, array: NDArray[Any]) -> None:
-    """Writes the header, then the data in C order (one pass, whatever the source's strides).
-    The numpy view over *buf* is a temporary: it is gone when this returns."""
+def fill(buf: memoryview, head: bytes, array: NDArray[Any]) -> None:
+    """Writes the header, then the data in C order (one pass, whatever the source's strides),
+    into *buf* (``len(head) + array.nbytes`` bytes). The numpy view over *buf* is a temporary:
+    it is gone when this returns, so *buf* can be released."""
+    numpy = _numpy()
     buf[: len(head)] = head
     if array.nbytes == 0:
         return

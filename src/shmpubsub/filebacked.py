@@ -18,26 +18,18 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from typing import Any
 
-from . import _core, _proc
-from .errors import (
-    ClosedError,
-    InvalidArgument,
-    InvalidSegment,
-    InvalidType,
-    SegmentError,
-    TopicExists,
-    TopicNotFound,
-)
+from . import _proc, lifecycle
+from ._core import file as ring_file
+from ._core.header import file_header, geometry, inspect_header, read_header
+from ._core.lib import Buffer, pointer_to, release
+from ._core.ring import Writer
+from .errors import ClosedError, InvalidArgument, InvalidSegment, InvalidType, SegmentError, TopicNotFound
+from .records import FileHeaderInfo, HeaderInfo, Recovery
 from .segment import Segment
 
 log = logging.getLogger(__name__)
-
-# As for /dev/shm segments: a creator holds its new file unlocked only between open and fcntl.
-_STARTUP_GRACE = 0.2
-_CLAIM_ATTEMPTS = 50
 
 
 def ring_path(path: object) -> str:
@@ -45,8 +37,8 @@ def ring_path(path: object) -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise InvalidType(f"path must be a str or os.PathLike, not {type(path).__name__}")
     absolute = os.path.abspath(os.fspath(path))
-    if len(os.fsencode(absolute)) >= _core.PATH_MAX:
-        raise InvalidArgument(f"path {absolute!r} is too long (at most {_core.PATH_MAX - 1} bytes)")
+    if len(os.fsencode(absolute)) >= ring_file.PATH_MAX:
+        raise InvalidArgument(f"path {absolute!r} is too long (at most {ring_file.PATH_MAX - 1} bytes)")
     if os.path.isdir(absolute):
         raise InvalidArgument(f"path {absolute!r} is a directory; give the ring file's path")
     return absolute
@@ -80,7 +72,7 @@ class RingFile:
         topic: str,
         segment: Segment,
         created: bool,
-        existing: tuple[_core.HeaderInfo, _core.FileHeaderInfo] | None,
+        existing: tuple[HeaderInfo, FileHeaderInfo] | None,
         slots: int,
         slot_size: int,
     ) -> None:
@@ -114,11 +106,11 @@ class RingFile:
         is another topic's or of another geometry: in each case the file is left unchanged,
         unless *overwrite*, which replaces such a file with a fresh ring.
         """
-        segment, created = _claim_file(topic, path, mode)
+        segment, created = lifecycle.claim(topic, mode, path)
         try:
             existing = None if created else _validate(segment, topic, slots, slot_size, overwrite)
             if existing is None:
-                _, total = _core.geometry(slots, slot_size, ring_file=True)
+                _, total = geometry(slots, slot_size, ring_file=True)
                 if not created:
                     log.warning("%s: replacing it with a fresh ring (overwrite=True)", path)
                     os.ftruncate(segment.fileno(), 0)  # nothing of the old content survives
@@ -139,21 +131,21 @@ class RingFile:
 
     def initialise(
         self, base: Any, *, epoch: int, pid: int, start_time: int, created_ns: int
-    ) -> _core.Recovery | None:
+    ) -> Recovery | None:
         """Writes a fresh header, or reopens the existing ring (repairing it: see
-        _core.reopen); then flushes, so the new incarnation is on disk. Returns what the
+        ``_core.file.reopen``); then flushes, so the new incarnation is on disk. Returns what the
         reopening found, or None for a fresh ring."""
         self._base, self._size = base, len(self.segment.mapping)
         boot = _proc.boot_id()
         if self._existing is None:
-            _core.init_header_file(
+            ring_file.init_header_file(
                 base, self._size, self.slots, self.slot_size, epoch=epoch, pid=pid, start_time=start_time,
                 created_ns=created_ns, topic=self.topic, boot_id=boot,
             )
             recovery = None
         else:
             header, file = self._existing
-            recovery = _core.reopen(
+            recovery = ring_file.reopen(
                 base, self._size, self.path, trusted_end=_trusted_end(header, file, boot), epoch=epoch,
                 pid=pid, start_time=start_time, boot_id=boot, created_ns=created_ns,
             )
@@ -163,16 +155,11 @@ class RingFile:
 
     # -- durability -------------------------------------------------------------------
 
-    def writer(self, base: Any, size: int, topic: str, flush_every: int | None) -> _core.Writer:
-        """The ring's writer; with *flush_every*, one that flushes after every that many messages."""
-        if flush_every is None:
-            return _core.Writer(base, size, topic)
-        self._every = flush_every
-        self.due = self.flushed + flush_every
-        writer = _FlushingWriter(base, size, topic)
-        writer._ring = self
-        writer.send = writer.publish  # the flush check runs after each message
-        return writer
+    def flushing_every(self, writer: Writer, messages: int) -> FlushEvery:
+        """*writer*'s publishing calls, flushing once *messages* were published since the last flush."""
+        self._every = messages
+        self.due = self.flushed + messages
+        return FlushEvery(writer, self)
 
     def flush(self, only_if_new: bool = False) -> int:
         """msync of the whole mapping, and a note in the header of how far it goes; returns the
@@ -184,7 +171,7 @@ class RingFile:
             error, self._error = self._error, None
             if error is not None:
                 raise error
-            self.flushed = _core.flush(self._base, self._size, self.path, only_if_new)
+            self.flushed = ring_file.flush(self._base, self._size, self.path, only_if_new)
             if self._every is not None:
                 self.due = self.flushed + self._every
             return self.flushed
@@ -241,83 +228,37 @@ class RingFile:
         self.segment.close()
 
 
-class _FlushingWriter(_core.Writer):
-    """A writer that flushes once flush_every messages are published since the last flush."""
+class FlushEvery:
+    """The publishing calls of a ring file's writer with ``flush_every``: each flushes once
+    that many messages are published since the last flush (the writer's own calls otherwise)."""
 
-    __slots__ = ("_ring",)
-    _ring: RingFile
+    __slots__ = ("_ring", "_writer")
 
-    def publish(self, data: _core.Buffer) -> int:
-        seq = super().publish(data)
+    def __init__(self, writer: Writer, ring: RingFile) -> None:
+        self._writer = writer
+        self._ring = ring
+
+    def publish(self, data: Buffer) -> int:
+        seq = self._writer.publish(data)
         if seq + 1 >= self._ring.due:
             self._ring.flush()
         return seq
 
     def commit(self) -> int:
-        seq = super().commit()
+        seq = self._writer.commit()
         if seq + 1 >= self._ring.due:
             self._ring.flush()
         return seq
 
     def skip(self, count: int) -> None:
-        super().skip(count)
-        if self.next_seq >= self._ring.due:
+        self._writer.skip(count)
+        if self._writer.next_seq >= self._ring.due:
             self._ring.flush()
-
-
-def _claim_file(topic: str, path: str, mode: int) -> tuple[Segment, bool]:
-    """Creates the ring file, or opens the existing one, and takes its single-writer lock:
-    (segment, created)."""
-    unready_since: float | None = None
-    for _ in range(_CLAIM_ATTEMPTS):
-        try:
-            segment = Segment.create_file(path, mode, topic)
-        except TopicExists:
-            pass
-        else:
-            if segment.lock_new(_STARTUP_GRACE):
-                return segment, True
-            segment.close()
-            raise TopicExists(f"{path} was created by another publisher at the same moment")
-        try:
-            existing = Segment.open_file(path, writable=True, topic=topic)
-        except TopicNotFound:
-            continue  # removed meanwhile: create it
-        if not existing.lock():
-            owner = _owner(existing)
-            existing.close()
-            raise TopicExists(f"{path} is in use by another publisher ({owner})")
-        if not existing.still_named():
-            existing.close()
-            continue  # replaced meanwhile
-        if existing.nbytes == 0:  # its creator may be between open and lock, or died there
-            now = time.monotonic()
-            unready_since = unready_since or now
-            if now - unready_since < _STARTUP_GRACE:
-                existing.close()
-                time.sleep(0.005)
-                continue
-        return existing, False
-    raise TopicExists(f"{path}: could not claim it after {_CLAIM_ATTEMPTS} attempts (contention)")
-
-
-def _owner(segment: Segment) -> str:
-    """Names the process holding a ring file, from its header if readable."""
-    try:
-        mapping = segment.map()
-        base = _core.pointer_to(mapping, writable=False)
-        try:
-            return f"pid {_core.inspect_header(base, len(mapping), segment.path)[0].publisher_pid}"
-        finally:
-            _core.release(base)
-            segment.unmap()
-    except Exception:
-        return "another process"
 
 
 def _validate(
     segment: Segment, topic: str, slots: int, slot_size: int, overwrite: bool
-) -> tuple[_core.HeaderInfo, _core.FileHeaderInfo] | None:
+) -> tuple[HeaderInfo, FileHeaderInfo] | None:
     """The header of a ring file we hold the lock of, if it can be reopened as *topic*'s ring of
     the requested geometry; None if it cannot and *overwrite* says to replace it; else raises."""
     path = segment.path
@@ -325,13 +266,8 @@ def _validate(
     try:
         if segment.nbytes == 0:
             raise InvalidSegment(f"{path} is empty, not a shmpubsub ring")
-        mapping = segment.map()
-        base = _core.pointer_to(mapping, writable=False)
-        try:
-            header, file = _core.inspect_header(base, len(mapping), path)
-        finally:
-            _core.release(base)
-            segment.unmap()
+        with segment.mapped() as (base, size):
+            header, file = inspect_header(base, size, path)
         if not file.topic:
             raise InvalidSegment(f"{path} is a shmpubsub segment, but not a ring file (it names no topic)")
         if file.topic != topic:
@@ -352,34 +288,34 @@ def _validate(
     raise refusal(f"{problem}; {hint}") from None
 
 
-def _trusted_end(header: _core.HeaderInfo, file: _core.FileHeaderInfo, boot: bytes) -> int:
+def _trusted_end(header: HeaderInfo, file: FileHeaderInfo, boot: bytes) -> int:
     """How far the complete messages of a ring file whose writer ended can be trusted to be
     on disk. In the same boot the page cache held everything, whatever the process suffered;
     a clean close flushed everything before setting `closed`. Otherwise (the machine went down
     meanwhile) only what a flush recorded is known to have reached the disk."""
     same_boot = boot == file.boot_id and any(boot)
-    return _core.TRUST_ALL if same_boot or header.closed else file.flushed
+    return ring_file.TRUST_ALL if same_boot or header.closed else file.flushed
 
 
-def recovered_copy(segment: Segment, base: Any) -> tuple[Any, _core.HeaderInfo]:
+def recovered_copy(segment: Segment, base: Any) -> tuple[Any, HeaderInfo]:
     """For a reader of a ring file whose publisher is gone: remaps it privately (copy on write)
     and repairs that copy as a new publisher would repair the file, so the reader takes exactly
     what a restart would keep (checksums verified) and counts the rest lost; the file is left
     as it is. *base* points into the segment's present mapping, which this replaces. Returns
     the new (pointer, header)."""
-    _core.release(base)
+    release(base)
     segment.unmap()
     mapping = segment.map_copy()
-    base = _core.pointer_to(mapping, writable=True)
+    base = pointer_to(mapping, writable=True)
     try:
-        header = _core.read_header(base, len(mapping), segment.what)
-        trusted = _trusted_end(header, _core.file_header(base), _proc.boot_id())
-        recovery = _core.recover_copy(base, len(mapping), segment.what, trusted_end=trusted)
+        header = read_header(base, len(mapping), segment.what)
+        trusted = _trusted_end(header, file_header(base), _proc.boot_id())
+        recovery = ring_file.recover_copy(base, len(mapping), segment.what, trusted_end=trusted)
         if recovery.repaired:
             log.info("%s: its publisher is gone; reading it repaired (%s)", segment.path, recovery)
-        return base, _core.read_header(base, len(mapping), segment.what)
+        return base, read_header(base, len(mapping), segment.what)
     except BaseException:
-        _core.release(base)
+        release(base)
         raise
 
 
@@ -395,26 +331,15 @@ def _sync_directory(path: str) -> None:
 
 def write_stub(stub: Segment, path: str, epoch: int, pid: int) -> None:
     """Sizes, fills and unmaps the topic's stub (its magic last: then it leads to a ready ring)."""
-    stub.size(_core.STUB_SIZE)
-    mapping = stub.map()
-    base = _core.pointer_to(mapping, writable=True)
-    try:
-        _core.init_stub(base, len(mapping), path, epoch, pid)
-    finally:
-        _core.release(base)
-        stub.unmap()
+    stub.size(ring_file.STUB_SIZE)
+    with stub.mapped(writable=True) as (base, size):
+        ring_file.init_stub(base, size, path, epoch, pid)
 
 
 def follow_stub(stub: Segment) -> Segment:
     """The ring file a topic's stub names, opened read-only; closes the stub."""
-    with contextlib.closing(stub):
-        mapping = stub.map()
-        base = _core.pointer_to(mapping, writable=False)
-        try:
-            info = _core.read_stub(base, len(mapping), stub.what)
-        finally:
-            _core.release(base)
-            stub.unmap()
+    with contextlib.closing(stub), stub.mapped() as (base, size):
+        info = ring_file.read_stub(base, size, stub.what)
     try:
         return Segment.open_file(info.path, topic=stub.topic)
     except TopicNotFound:
@@ -425,7 +350,7 @@ def follow_stub(stub: Segment) -> Segment:
 
 def file_topic(base: Any, segment: Segment, topic: str | None) -> str:
     """The topic a validated ring file belongs to; InvalidArgument if not *topic* (when given)."""
-    found = _core.file_header(base).topic
+    found = file_header(base).topic
     if not found:
         raise InvalidSegment(f"{segment.path} is a shmpubsub segment but not a ring file (it names no topic)")
     if topic is not None and found != topic:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import errno
-import logging
 import os
 import secrets
 import time
@@ -13,29 +11,19 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import _core, _proc, arrays, filebacked, wakeup
+from . import _proc, arrays, filebacked, lifecycle, wakeup
+from ._core.control import Control, control_geometry, init_control
+from ._core.header import geometry, init_header
+from ._core.lib import Buffer, pointer_to, release
+from ._core.ring import Writer
 from ._handle import Handle
-from .errors import (
-    ClosedError,
-    InvalidArgument,
-    InvalidSegment,
-    MessageTooLarge,
-    NotFileBacked,
-    TopicExists,
-    TopicNotFound,
-)
-from .names import CONTROL_SUFFIX, validate_topic
+from .errors import ClosedError, InvalidArgument, MessageTooLarge, NotFileBacked
+from .names import validate_topic
+from .records import Recovery, SubscriberInfo
 from .segment import Segment
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
-
-log = logging.getLogger(__name__)
-
-# A creator holds its new segment unlocked only between shm_open and fcntl (microseconds);
-# a segment found unlocked and uninitialised for longer than this belongs to a dead creator.
-_STARTUP_GRACE = 0.2
-_CLAIM_ATTEMPTS = 50
 
 _live: weakref.WeakSet[Publisher] = weakref.WeakSet()
 
@@ -87,8 +75,8 @@ class Publisher(Handle):
             )
         filebacked.check_options(path, overwrite, flush_every, flush_interval)
         ring_path = None if path is None else filebacked.ring_path(path)
-        _, total = _core.geometry(slots, slot_size, ring_file=path is not None)
-        control_total = _core.control_geometry(max_subscribers)
+        _, total = geometry(slots, slot_size, ring_file=path is not None)
+        control_total = control_geometry(max_subscribers)
         sockets = wakeup.socket_dir()
         wakeup.sweep_dead_sockets(sockets)
         self._pid = os.getpid()
@@ -96,11 +84,11 @@ class Publisher(Handle):
         # process that may write it could make the publisher fault, e.g. by truncating it),
         # so other users' subscribers attach passively, without wake-ups. For a file-backed
         # ring, the segment under the topic's name is the stub naming its file.
-        self._segment = _claim(self.topic, mode & 0o644)
+        self._segment, _ = lifecycle.claim(self.topic, mode & 0o644)
         self._control_segment: Segment | None = None
         self._ring_file: filebacked.RingFile | None = None
         #: What reopening an existing ring file found and repaired; None for a fresh ring.
-        self.recovery: _core.Recovery | None = None
+        self.recovery: Recovery | None = None
         try:
             if ring_path is None:
                 self._segment.size(total)
@@ -110,17 +98,17 @@ class Publisher(Handle):
                     self.topic, ring_path, slots, slot_size, mode & 0o644, overwrite
                 )
                 mapping = self._ring_file.segment.mapping
-            self._base = _core.pointer_to(mapping, writable=True)
+            self._base = pointer_to(mapping, writable=True)
             self.epoch = secrets.randbits(63) | 1
             if self._ring_file is not None and self.epoch == self._ring_file.old_epoch:
                 self.epoch ^= 2  # a reopened ring gets a new epoch, as a re-created one does
             # The control segment is complete before the data header's magic is written:
             # a subscriber that sees the magic finds everything it needs.
-            self._control_segment = _create_control(self.topic, mode & 0o600)
+            self._control_segment = lifecycle.create_control(self.topic, mode & 0o600)
             self._control_segment.size(control_total)
-            self._control_base = _core.pointer_to(self._control_segment.map(), writable=True)
-            _core.init_control(self._control_base, control_total, max_subscribers, self.epoch, sockets)
-            self._control = _core.Control(self._control_base, control_total, f"topic {self.topic!r}")
+            self._control_base = pointer_to(self._control_segment.map(), writable=True)
+            init_control(self._control_base, control_total, max_subscribers, self.epoch, sockets)
+            self._control = Control(self._control_base, control_total, f"topic {self.topic!r}")
             incarnation = {
                 "epoch": self.epoch,
                 "pid": self._pid,
@@ -128,13 +116,19 @@ class Publisher(Handle):
                 "created_ns": time.time_ns(),
             }
             if self._ring_file is None:
-                _core.init_header(self._base, total, slots, slot_size, **incarnation)
-                self._writer = _core.Writer(self._base, total, self.topic)
+                init_header(self._base, total, slots, slot_size, **incarnation)
             else:
                 self.recovery = self._ring_file.initialise(self._base, **incarnation)
                 # Last: a subscriber that follows the stub finds the ring ready.
                 filebacked.write_stub(self._segment, self._ring_file.path, self.epoch, self._pid)
-                self._writer = self._ring_file.writer(self._base, total, self.topic, flush_every)
+            self._writer = Writer(self._base, total, self.topic)
+            # The calls that add messages: the writer's, or with flush_every a ring file's
+            # that flush as they go.
+            self._adding: Writer | filebacked.FlushEvery = (
+                self._writer
+                if self._ring_file is None or flush_every is None
+                else self._ring_file.flushing_every(self._writer, flush_every)
+            )
             self._waker = wakeup.Waker(self._control, self.topic)
             self._writer.bind(self._control, self._waker.sender, self._waker.wake_sleepers)
             self._view = memoryview(mapping)
@@ -153,25 +147,26 @@ class Publisher(Handle):
         self.slot_size = slot_size
         self.max_subscribers = max_subscribers
         self._loan_open = False
-        # publish() is the writer's one C call (or a file ring's flushing publish): one Python
-        # call less per message. After close() it refuses with ClosedError, as the method would.
-        self.publish = self._writer.send  # type: ignore[method-assign,assignment]
+        # publish() is bound here, once, to what does the work: the writer's one C call (or a
+        # ring file's flushing publish). A method around it would add a Python call to every
+        # message. After close() it refuses with ClosedError, as the method would.
+        self.publish = self._adding.publish  # type: ignore[method-assign,assignment]
         self._closed = False
         _live.add(self)
 
     # -- publishing --------------------------------------------------------
 
-    def publish(self, data: _core.Buffer) -> int:
+    def publish(self, data: Buffer) -> int:
         """Publishes one message (any bytes-like object, copied once into the ring).
 
         Returns its sequence number (0, 1, 2, ...). Never blocks and never waits for
         subscribers. Raises MessageTooLarge if it exceeds ``slot_size``, ClosedError after
         close, LoanError while a loan is open. Costs one C call and one copy.
         """
-        return self._writer.publish(data)
+        return self._adding.publish(data)
 
     def publish_many(
-        self, messages: Iterable[_core.Buffer] | _core.Buffer, *, size: int | None = None
+        self, messages: Iterable[Buffer] | Buffer, *, size: int | None = None
     ) -> int:
         """Publishes a batch in one C call: much cheaper per message than publish() for small ones.
 
@@ -193,7 +188,7 @@ class Publisher(Handle):
         number (one ring-full at most). Raises InvalidArgument for a count below 0, or one
         that would carry sequence numbers past 2**62.
         """
-        self._writer.skip(count)
+        self._adding.skip(count)
 
     def loan(self, size: int) -> Loan:
         """Lends the next slot for a zero-copy write of exactly *size* bytes::
@@ -224,7 +219,19 @@ class Publisher(Handle):
         ``slot_size`` (see ``arrays.message_size``), InvalidArgument for object dtypes or more
         than 32 dimensions, InvalidType for a non-array, MissingDependency without numpy.
         """
-        return arrays.publish(self, array)
+        head, array = arrays.prepare(array)
+        size = len(head) + array.nbytes
+        if size > self.slot_size:
+            raise MessageTooLarge(
+                f"an array of {array.nbytes} bytes ({array.dtype} {array.shape}) and its {len(head)}-byte "
+                f"header do not fit topic {self.topic!r} (slot_size={self.slot_size})"
+            )
+        loan = self.loan(size)
+        with loan as buf:
+            arrays.fill(buf, head, array)
+        # The numpy view over the loan died inside fill: the loan's memoryview is released on exit.
+        assert loan.seq is not None
+        return loan.seq
 
     def flush(self) -> int:
         """Makes everything published so far durable: msync(MS_SYNC) of the ring file, then a
@@ -269,7 +276,7 @@ class Publisher(Handle):
         return self._waker.failed
 
     @property
-    def subscribers(self) -> list[_core.SubscriberInfo]:
+    def subscribers(self) -> list[SubscriberInfo]:
         """The attached subscribers, as their control entries describe them."""
         if self._closed:
             raise ClosedError(f"topic {self.topic!r}: the publisher is closed")
@@ -321,7 +328,7 @@ class Publisher(Handle):
         for name in ("_base", "_control_base"):
             pointer = self.__dict__.pop(name, None)
             if pointer is not None:
-                _core.release(pointer)
+                release(pointer)
 
     def _after_fork_in_child(self) -> None:
         # The child must neither publish (single writer) nor keep the lock alive after the
@@ -362,132 +369,9 @@ class Loan:
             # without holding this view: they cannot be revoked, hence the docstring's rule.
             view.release()
         if exc_type is None:
-            self.seq = self._pub._writer.commit()
+            self.seq = self._pub._adding.commit()
         elif not self._pub.closed:
             self._pub._writer.abort()
-
-
-def _claim(topic: str, mode: int) -> Segment:
-    """Creates the topic's segment and takes its single-writer lock, taking over the segment
-    of a dead publisher if there is one."""
-    unready_since: float | None = None
-    for _ in range(_CLAIM_ATTEMPTS):
-        try:
-            segment = Segment.create(topic, mode)
-        except TopicExists:
-            pass
-        else:
-            if segment.lock_new(_STARTUP_GRACE):
-                return segment
-            segment.close()  # someone probed it in the instant before our lock; retry
-            continue
-        try:
-            existing = Segment.open(topic, writable=True)
-        except TopicNotFound:
-            continue  # removed meanwhile: create again
-        try:
-            existing.check_ours()  # another user's topic is neither ours to use nor to take over
-            if not existing.lock():
-                if existing.still_named():
-                    raise TopicExists(errno.EEXIST, _owner_message(topic, existing))
-                continue
-            # Lock taken: its owner is dead, unless a creator is just starting up. If the name
-            # no longer leads to it, someone else took the topic over meanwhile: start again
-            # (removing by name now would remove the new owner's segments).
-            if not existing.still_named():
-                continue
-            if not _initialised(existing):
-                now = time.monotonic()
-                unready_since = unready_since or now
-                if now - unready_since < _STARTUP_GRACE:
-                    existing.close()  # releases our probe lock
-                    time.sleep(0.005)
-                    continue
-            log.info("topic %r: its publisher is gone; removing its segments and re-creating them", topic)
-            existing.remove()
-            _remove_control(topic)
-        finally:
-            existing.close()
-    raise TopicExists(
-        errno.EEXIST, f"topic {topic!r}: could not claim it after {_CLAIM_ATTEMPTS} attempts (contention)"
-    )
-
-
-def _create_control(topic: str, mode: int) -> Segment:
-    """Creates the topic's control segment. We hold the topic's lock, so one found under
-    the name is a dead publisher's leftover: remove it and create afresh."""
-    try:
-        return Segment.create(topic, mode, suffix=CONTROL_SUFFIX)
-    except TopicExists:
-        _remove_control(topic)
-        return Segment.create(topic, mode, suffix=CONTROL_SUFFIX)
-
-
-def _initialised(segment: Segment) -> bool:
-    """True if the segment carries a complete header (any version: we only ask whether its
-    creator got that far). A foreign segment under our name is refused, not destroyed."""
-    if segment.nbytes == 0:  # a creator sizes its segment whole before writing to it
-        return False
-    mapping = segment.map()
-    base = _core.pointer_to(mapping, writable=False)
-    try:
-        _core.read_header(base, len(mapping), f"topic {segment.topic!r}")
-    except _core.HeaderNotReady:
-        return False
-    except _core.ForeignSegment:
-        raise InvalidSegment(
-            f"{segment.name} exists but is not a shmpubsub segment; it was left alone "
-            "(remove it by hand if it is garbage)"
-        ) from None
-    except InvalidSegment:
-        return True  # another layout version, or truncated: a dead publisher's, safe to replace
-    finally:
-        _core.release(base)
-        segment.unmap()
-    return True
-
-
-def _remove_control(topic: str) -> None:
-    try:
-        stale = Segment.open(topic, writable=False, suffix=CONTROL_SUFFIX)
-    except TopicNotFound:
-        return
-    try:
-        stale.check_ours()
-        stale.remove()
-    finally:
-        stale.close()
-
-
-def _owner_message(topic: str, segment: Segment) -> str:
-    owner = "another process"
-    try:
-        mapping = segment.map()
-        base = _core.pointer_to(mapping, writable=False)
-        try:
-            owner = f"pid {_core.read_header(base, len(mapping), topic).publisher_pid}"
-        finally:
-            _core.release(base)
-            segment.unmap()
-    except _core.FileBackedTopic:
-        owner = _stub_owner(segment)
-    except Exception:
-        pass  # header unreadable: name no pid
-    return f"topic {topic!r} already has a live publisher ({owner})"
-
-
-def _stub_owner(segment: Segment) -> str:
-    """Names the publisher of a file-backed topic, from its stub."""
-    mapping = segment.map()
-    base = _core.pointer_to(mapping, writable=False)
-    try:
-        stub = _core.read_stub(base, len(mapping), segment.what)
-        return f"pid {stub.publisher_pid}, ring file {stub.path}"
-    except Exception:
-        return "another process"
-    finally:
-        _core.release(base)
-        segment.unmap()
 
 
 def _disable_inherited_publishers() -> None:

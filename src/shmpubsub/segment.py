@@ -41,11 +41,14 @@ import mmap
 import os
 import stat
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import posix_ipc
 
-from . import _core
+from ._core.header import lock_held, lock_take
+from ._core.lib import pointer_to, release
 from .errors import (
     OUT_OF_DESCRIPTORS,
     ClosedError,
@@ -302,6 +305,19 @@ class Segment:
             self._mapping = mmap.mmap(self.fileno(), length, access=mmap.ACCESS_COPY, offset=self.offset)
         return self._mapping
 
+    @contextmanager
+    def mapped(self, writable: bool = False) -> Iterator[tuple[Any, int]]:
+        """Maps the segment for the length of a ``with`` block, for a look at its header or a
+        one-off write: yields (a C pointer to the mapping, its size), then releases the pointer
+        and unmaps. For a segment this process does not keep mapped otherwise."""
+        mapping = self.map()
+        base = pointer_to(mapping, writable)
+        try:
+            yield base, len(mapping)
+        finally:
+            release(base)
+            self.unmap()
+
     @property
     def mapping(self) -> mmap.mmap:
         if self._mapping is None:
@@ -427,7 +443,7 @@ class Segment:
     def lock(self) -> bool:
         """Takes the single-writer lock (an OFD lock, dropped by the kernel when the owner dies).
         True if taken, False if another process holds it."""
-        return _core.lock_take(self.fileno())
+        return lock_take(self.fileno())
 
     def lock_new(self, grace: float) -> bool:
         """Locks a segment we just created, retrying for up to *grace* seconds: a contender
@@ -441,7 +457,7 @@ class Segment:
 
     def lock_held(self) -> bool:
         """True if some other open file description holds the single-writer lock."""
-        return _core.lock_held(self.fileno())
+        return lock_held(self.fileno())
 
     def close(self) -> None:
         """Unmaps (if mapped) and closes the descriptor, which releases a lock held through it."""

@@ -20,9 +20,12 @@ import socket
 import stat
 from collections.abc import Collection
 
-from . import _core, _proc
+from . import _proc
+from ._core.control import Control
+from ._core.wake import WakeSender, drain
 from .errors import PermissionDenied, SegmentError, TooManySubscribers, descriptors_needed
 from .names import PREFIX, socket_name
+from .records import SubscriberInfo
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +82,7 @@ class Waker:
     sends are made in C (csrc/wake.c), by publish() itself; a send that failed comes back here,
     where a dead subscriber is reclaimed."""
 
-    def __init__(self, control: _core.Control, topic: str) -> None:
+    def __init__(self, control: Control, topic: str) -> None:
         self._control = control
         self._topic = topic
         # Made now, not at the first wake-up: a failure (out of descriptors) belongs here,
@@ -89,7 +92,7 @@ class Waker:
         self._sock.setblocking(False)
         # C appends the token's 16 hex digits, as socket_name() does.
         prefix = os.path.join(control.socket_dir, PREFIX)
-        self.sender = _core.WakeSender(control, self._sock.fileno(), prefix, max_links())
+        self.sender = WakeSender(control, self._sock.fileno(), prefix, max_links())
 
     @property
     def sent(self) -> int:
@@ -129,7 +132,7 @@ def max_links() -> int:
     return _MAX_LINKS if soft == resource.RLIM_INFINITY else min(_MAX_LINKS, soft // 16)
 
 
-def reclaim(control: _core.Control, entry: _core.SubscriberInfo) -> bool:
+def reclaim(control: Control, entry: SubscriberInfo) -> bool:
     """Frees a dead subscriber's entry and removes its socket file, unless something is still
     bound to that socket (then the subscriber lives, whatever its entry says)."""
     path = os.path.join(control.socket_dir, socket_name(entry.token))
@@ -198,7 +201,7 @@ def sweep_dead_sockets(directory: str, dry_run: bool = False, skip: Collection[s
 class WakeSocket:
     """A subscriber's side: its bound socket, registered in a control entry."""
 
-    def __init__(self, control: _core.Control, topic: str) -> None:
+    def __init__(self, control: Control, topic: str) -> None:
         directory = control.socket_dir
         try:
             check_private_dir(directory)
@@ -233,7 +236,7 @@ class WakeSocket:
 
     def drain(self) -> None:
         """Discards pending wake-ups (they only ever mean: look at the ring)."""
-        _core.drain(self.sock.fileno())
+        drain(self.sock.fileno())
 
     def wake_self(self) -> None:
         """Makes our descriptor readable (used when the topic ended after we armed)."""
@@ -255,7 +258,7 @@ class WakeSocket:
             os.unlink(self.path)
 
 
-def reap_dead_entries(control: _core.Control) -> int:
+def reap_dead_entries(control: Control) -> int:
     """Reclaims the entries (and sockets) of subscribers whose process is gone, and frees the
     entries of those that died in the middle of claiming one."""
     # pid 0: an entry claimed an instant ago, its pid not yet written.

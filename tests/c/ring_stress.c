@@ -19,7 +19,7 @@
  * seqlock payload copies (tests/c/tsan.supp says which, and why).
  *
  *   gcc -std=c11 -O1 -g -fsanitize=thread -pthread -Icsrc tests/c/ring_stress.c \
- *       csrc/checksum.c csrc/control.c csrc/file.c csrc/ring.c csrc/segment.c -o ring_stress
+ *       csrc/checksum.c csrc/control.c csrc/file.c csrc/ring.c csrc/header.c -o ring_stress
  *   TSAN_OPTIONS="suppressions=tests/c/tsan.supp halt_on_error=1" ./ring_stress [SECONDS]
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, nanosleep */

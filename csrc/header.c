@@ -1,5 +1,6 @@
 /*
- * Segment header: geometry, creation, validation; and the single-writer lock.
+ * A ring's header: geometry, creation, validation (the file block of a ring file included);
+ * and the single-writer lock.
  * Everything read from a segment is untrusted until validated here.
  */
 #define _GNU_SOURCE /* F_OFD_SETLK */
@@ -212,6 +213,17 @@ int sps_header_inspect(const void *base, uint64_t size, struct sps_header_info *
         return SPS_E_FILE_FORMAT; /* a ring file written before checksums: recovery needs them */
     sps_header_file(base, file);
     return SPS_OK;
+}
+
+/* The header's file block (all zero in a /dev/shm ring). */
+void sps_header_file(const void *base, struct sps_file_header_info *file)
+{
+    const struct sps_shared_header *h = base;
+    memset(file, 0, sizeof *file);
+    file->flushed = atomic_load_explicit(&h->file.flushed, memory_order_acquire);
+    memcpy(file->boot_id, h->file.boot_id, SPS_BOOT_ID_SIZE);
+    memcpy(file->topic, h->file.topic, SPS_TOPIC_MAX - 1); /* the last byte stays NUL */
+    file->format = h->file.format;
 }
 
 void sps_header_renew(struct sps_shared_header *h, uint64_t epoch, int64_t publisher_pid,
