@@ -417,13 +417,6 @@ def _bridge_stats(stats: dict[str, int]) -> str:
     return "  ".join(f"{name} {value}" for name, value in stats.items())
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from . import bench
-
-    options = [o for o in args.options if o != "--"]
-    return bench.main(options, prog="shmpubsub bench")
-
-
 # -- the parser ---------------------------------------------------------------------
 
 
@@ -549,16 +542,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-n", "--count", type=int, default=10, help="messages to publish (default 10)")
     demo.add_argument("--interval", type=float, default=0.1, help="seconds between messages (default 0.1)")
     demo.set_defaults(run=_demo)
-
-    bench = command(
-        "bench",
-        "measure shmpubsub side by side with its peers (needs: pip install 'shmpubsub[bench]')",
-        "Run the peer comparison (latency, throughput and fan-out against multiprocessing, sockets, "
-        "pyzmq, faster-fifo and iceoryx2) and write its tables and plots under --out. Any further "
-        "arguments go to the comparison: see `shmpubsub bench -- --help`.",
-    )
-    bench.add_argument("options", nargs=argparse.REMAINDER, help="options of the comparison")
-    bench.set_defaults(run=_bench)
 
     bridge = command(
         "bridge",
