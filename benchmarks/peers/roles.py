@@ -297,7 +297,7 @@ def _role_sub(transport: Transport, side: Side, i: int, size: int) -> dict[str, 
         side.barrier.wait()
         _sync(None, (), rx, chan.acks[side.index])
         cpu0, wall0 = time.process_time(), time.perf_counter_ns()
-        receive = _receive_batches if side.mode in transport.batch_modes else _receive_each
+        receive = receive_batches if side.mode in transport.batch_modes else receive_each
         tally = receive(rx, size, wall0)
         cpu_util = (time.process_time() - cpu0) / max(1e-9, (time.perf_counter_ns() - wall0) / 1e9)
         verified = _verify(rx.sample(), tally, size)
@@ -340,7 +340,7 @@ class _Tally:
     t_last: int  # when the last message came
 
 
-def _receive_each(rx: Receiver, size: int, t_start: int) -> _Tally:
+def receive_each(rx: Receiver, size: int, t_start: int) -> _Tally:
     """Receives one message per call until the end mark, touching each: len() and its number."""
     recv, unpack, now = rx.recv, HDR.unpack_from, time.perf_counter_ns
     count = out_of_order = bad_length = 0
@@ -366,7 +366,7 @@ def _receive_each(rx: Receiver, size: int, t_start: int) -> _Tally:
     return _Tally(count, last, out_of_order, bad_length, previous, t_last)
 
 
-def _receive_batches(rx: Receiver, size: int, t_start: int) -> _Tally:
+def receive_batches(rx: Receiver, size: int, t_start: int) -> _Tally:
     """The same, a batch per call; every message is touched just the same."""
     recv_batch, unpack, now = rx.recv_batch, HDR.unpack_from, time.perf_counter_ns
     count = out_of_order = bad_length = 0
