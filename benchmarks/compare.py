@@ -1,17 +1,16 @@
-"""The peer comparison (``shmpubsub bench``), writing into this checkout's docs/.
+"""The peer comparison: shmpubsub side by side with multiprocessing, sockets, pyzmq, faster-fifo
+and iceoryx2 (the harness is the package next to this file, benchmarks/peers/).
 
     pip install '.[bench]'
-    python benchmarks/compare.py [--quick] [--sizes 64,4K,64K,1M] [--only KEY,...]
+    python benchmarks/compare.py [--quick] [--sizes 64,4K,64K,1M] [--out DIR] [--only KEY,...]
+    python benchmarks/compare.py --replot docs/benchmarks-compare.json   # redraw the plots only
 
-The harness itself is shmpubsub.bench, so that the spawned processes it measures import it
-by name wherever it runs.
+Writes into this checkout's docs/ unless --out says otherwise; see docs/benchmarks.md.
 """
 
-import os
 import sys
 
-from shmpubsub import bench
+from peers import cli
 
 if __name__ == "__main__":
-    docs = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs")
-    sys.exit(bench.main(["--out", docs, *sys.argv[1:]]))
+    sys.exit(cli.main())

@@ -60,15 +60,15 @@ def call_costs(build: Path) -> dict[str, float]:
 
 
 def touch_loop_ns(batch_size: int = 256, batches: int = 4000) -> float:
-    """ns per 64-byte message of the comparison's batch receiving loop (shmpubsub.bench: the
+    """ns per 64-byte message of the comparison's batch receiving loop (benchmarks/peers: the
     number unpacked, length and order checked), over ready-made lists of bytes: what any
     transport's batch throughput is bounded by, however fast it delivers."""
-    from shmpubsub import bench
+    from peers import roles, wire  # benchmarks/ is on sys.path when this file runs
 
     ready = [
-        [bytes(bench.payload_for(b * batch_size + i, 64)) for i in range(batch_size)] for b in range(batches)
+        [bytes(wire.payload_for(b * batch_size + i, 64)) for i in range(batch_size)] for b in range(batches)
     ]
-    ready.append([bench.END_MSG])
+    ready.append([wire.END_MSG])
 
     class Ready:
         def __init__(self) -> None:
@@ -77,7 +77,7 @@ def touch_loop_ns(batch_size: int = 256, batches: int = 4000) -> float:
     best = float("inf")
     for _ in range(5):
         t = time.perf_counter_ns()
-        tally = bench._receive_batches(Ready(), 64, t)  # type: ignore[arg-type]
+        tally = roles.receive_batches(Ready(), 64, t)  # type: ignore[arg-type]
         best = min(best, time.perf_counter_ns() - t)
         assert tally.count == batch_size * batches and tally.out_of_order == 0
     return best / (batch_size * batches)

@@ -639,7 +639,7 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert "usage: shmpubsub" in result.stderr
 
 
-@pytest.mark.parametrize("command", ["ls", "info", "tail", "hz", "gc", "demo", "bench"])
+@pytest.mark.parametrize("command", ["ls", "info", "tail", "hz", "gc", "demo"])
 def test_every_subcommand_has_help(command: str) -> None:
     result = run_cli(command, "--help")
     assert result.returncode == 0
@@ -704,12 +704,6 @@ def test_human_sizes_and_tables() -> None:
     coloured = cli._Style(FakeTerminal(True))  # type: ignore[arg-type]
     coloured.enabled = True
     assert "\033[32m100\033[0m" in cli.format_table(["A"], [[("100", "32")]], "r", coloured)
-
-
-def test_bench_passes_its_options_to_the_comparison() -> None:
-    result = run_cli("bench", "--", "--help")
-    assert result.returncode == 0
-    assert "usage: shmpubsub bench" in result.stdout and "--quick" in result.stdout
 
 
 # -- file-backed topics -------------------------------------------------------------------

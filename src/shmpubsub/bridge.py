@@ -21,8 +21,11 @@ leaves its objects to the next bridge or ``shmpubsub gc``, as any killed publish
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -470,8 +473,8 @@ class SupervisedBridge(Handle):
     """Runs one bridge in a child process and removes what the child leaves behind if it dies.
 
     ``SupervisedBridge("in", "prices", "tcp://pubhost:5555", local_name="prices-remote")``
-    starts ``python -m shmpubsub bridge in ...`` (the command line's own code, which is what
-    ``shmpubsub bridge`` runs too) and returns at once. *direction* is ``"out"`` (*address* is
+    starts the bridge in a child process (``python -m shmpubsub.bridge``: :func:`_child_main`,
+    which is what ``shmpubsub bridge`` runs too) and returns at once. *direction* is ``"out"`` (*address* is
     bound) or ``"in"`` (*address* is connected to); *hwm* and *local_name* are those of
     :class:`BridgeOut` and :class:`BridgeIn`; *report* and *verbose* are the command's
     ``--report`` and ``-v``. The child prints on *stderr* (by default ours).
@@ -524,14 +527,13 @@ class SupervisedBridge(Handle):
             raise InvalidArgument(f"verbose must be a whole number >= 0, not {verbose!r}")
         watched, held = os.pipe()  # neither end is inherited by anything but the child below
         self._stop_pipe = os.fdopen(held, "wb", buffering=0)
-        command = [sys.executable, "-m", "shmpubsub", *["-v"] * verbose, "bridge", direction]
-        command.append(f"--bind={address}" if direction == "out" else f"--connect={address}")
-        command.append(f"--hwm={hwm}")
+        command = [sys.executable, "-m", "shmpubsub.bridge", *["-v"] * verbose, direction]
+        command += [f"--address={address}", f"--hwm={hwm}", f"--supervisor-fd={watched}"]
         if local_name is not None:
             command.append(f"--as={local_name}")
         if report is not None:
             command.append(f"--report={report!r}")
-        command += [f"--supervisor-fd={watched}", "--", topic]  # "--": a topic may start with "-"
+        command += ["--", topic]  # "--": a topic may start with "-"
         try:
             self._process = subprocess.Popen(command, pass_fds=(watched,), stderr=stderr)
         except BaseException:
@@ -592,3 +594,88 @@ class SupervisedBridge(Handle):
     def __repr__(self) -> str:
         state = "running" if self.returncode is None else f"returncode={self.returncode}"
         return f"<shmpubsub.bridge.SupervisedBridge pid={self.pid} {self.local_topic!r} {state}>"
+
+
+# -- the child process ---------------------------------------------------------------------
+
+# Each of them makes the bridge stop and close cleanly.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _child_main(argv: list[str] | None = None) -> int:
+    """The bridge process that :class:`SupervisedBridge` starts (``python -m shmpubsub.bridge
+    [-v] out|in --address ADDR --hwm N --supervisor-fd FD [--as NAME] [--report S] -- TOPIC``;
+    its arguments were checked by the supervisor). Runs the bridge until any of _STOP_SIGNALS,
+    or until its supervisor stops it or dies (end-of-file on FD), printing on stderr what
+    ``shmpubsub bridge`` prints. Exit status 0, or 1 on an error (printed on one line)."""
+    parser = argparse.ArgumentParser(prog="python -m shmpubsub.bridge")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("direction", choices=("out", "in"))
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--hwm", type=int, required=True)
+    parser.add_argument("--supervisor-fd", type=int, required=True)
+    parser.add_argument("--as", dest="local_name")
+    parser.add_argument("--report", type=float)
+    parser.add_argument("topic")
+    args = parser.parse_args(argv)
+    level = logging.WARNING if not args.verbose else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(name)s: %(message)s")
+    stop = threading.Event()
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        _stop_at_end_of_file(args.supervisor_fd, stop)
+        link: BridgeOut | BridgeIn
+        if args.direction == "out":
+            out = BridgeOut(args.topic, args.address, hwm=args.hwm)
+            link, where = out, f"topic {args.topic!r} -> {out.endpoint}"
+        else:
+            link = BridgeIn(args.topic, args.address, local_name=args.local_name, hwm=args.hwm)
+            where = f"{args.address} -> topic {link.local_name!r}"
+        with link:
+            print(f"shmpubsub: bridging {where} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+            while not stop.is_set():
+                link.run(stop_event=stop, duration=args.report)
+                if args.report and not stop.is_set():
+                    print(_stats_line(link.stats()), file=sys.stderr, flush=True)
+            print(f"shmpubsub: bridge stopped: {_stats_line(link.stats())}", file=sys.stderr)
+    except (ShmPubSubError, OSError) as e:
+        print(f"shmpubsub: {_one_line(e)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _stop_at_end_of_file(fd: int, stop: threading.Event) -> None:
+    """Sets *stop* once *fd*, the read end of a pipe whose write end only the supervisor holds,
+    reaches end-of-file: the supervisor closed it, or died."""
+    try:
+        is_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        is_pipe = False
+    if not is_pipe:
+        raise InvalidArgument(f"--supervisor-fd {fd}: not an open pipe")
+
+    def watch() -> None:
+        with open(fd, "rb", buffering=0) as pipe:
+            while pipe.read(1):
+                pass  # nothing is ever written: only the end counts
+        stop.set()
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
+
+
+def _stats_line(stats: dict[str, int]) -> str:
+    return "  ".join(f"{name} {value}" for name, value in stats.items())
+
+
+def _one_line(error: Exception) -> str:
+    """An error as one line, without the "[Errno N]" that str() gives OSErrors (as the command
+    line prints them)."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        return where + error.strerror
+    return str(error)
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main())

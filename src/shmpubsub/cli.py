@@ -11,10 +11,8 @@ import json
 import logging
 import os
 import signal
-import stat
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -337,13 +335,10 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _bridge(args: argparse.Namespace) -> int:
-    """Runs the bridge in a child process under this one (bridge.SupervisedBridge), which
-    removes what the child leaves if it is killed; the child is this command again, with
-    --supervisor-fd."""
+    """Runs the bridge in a child process under this one (bridge.SupervisedBridge, whose child
+    is ``python -m shmpubsub.bridge``), which removes what the child leaves if it is killed."""
     from . import bridge
 
-    if args.supervisor_fd is not None:
-        return _run_bridge(args)
     supervised = bridge.SupervisedBridge(
         args.direction,
         args.topic,
@@ -366,62 +361,6 @@ def _bridge(args: argparse.Namespace) -> int:
     for item in supervised.removed:
         print(f"shmpubsub: removed {item}", file=sys.stderr)
     return code if code >= 0 else 128 - code  # the shell's convention for a killed process
-
-
-def _run_bridge(args: argparse.Namespace) -> int:
-    """The bridge itself. Stops, closing cleanly, on any of _STOP_SIGNALS or when its supervisor
-    stops it or dies (end-of-file on --supervisor-fd)."""
-    from . import bridge
-
-    stop = threading.Event()
-    for signum in _STOP_SIGNALS:
-        signal.signal(signum, lambda *_: stop.set())
-    _stop_at_end_of_file(args.supervisor_fd, stop)
-    link: bridge.BridgeOut | bridge.BridgeIn
-    if args.direction == "out":
-        out = bridge.BridgeOut(args.topic, args.bind, hwm=args.hwm)
-        link, where = out, f"topic {args.topic!r} -> {out.endpoint}"
-    else:
-        link = bridge.BridgeIn(args.topic, args.connect, local_name=args.local_name, hwm=args.hwm)
-        where = f"{args.connect} -> topic {link.local_name!r}"
-    with link:
-        print(f"shmpubsub: bridging {where} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-        while not stop.is_set():
-            link.run(stop_event=stop, duration=args.report)
-            if args.report and not stop.is_set():
-                print(_bridge_stats(link.stats()), file=sys.stderr, flush=True)
-        print(f"shmpubsub: bridge stopped: {_bridge_stats(link.stats())}", file=sys.stderr)
-    return 0
-
-
-def _stop_at_end_of_file(fd: int, stop: threading.Event) -> None:
-    """Sets *stop* once *fd*, the read end of a pipe whose write end only the supervisor holds,
-    reaches end-of-file: the supervisor closed it, or died."""
-    try:
-        is_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
-    except OSError:
-        is_pipe = False
-    if not is_pipe:
-        raise InvalidArgument(f"--supervisor-fd {fd}: not an open pipe")
-
-    def watch() -> None:
-        with open(fd, "rb", buffering=0) as pipe:
-            while pipe.read(1):
-                pass  # nothing is ever written: only the end counts
-        stop.set()
-
-    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
-
-
-def _bridge_stats(stats: dict[str, int]) -> str:
-    return "  ".join(f"{name} {value}" for name, value in stats.items())
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from . import bench
-
-    options = [o for o in args.options if o != "--"]
-    return bench.main(options, prog="shmpubsub bench")
 
 
 # -- the parser ---------------------------------------------------------------------
@@ -550,16 +489,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--interval", type=float, default=0.1, help="seconds between messages (default 0.1)")
     demo.set_defaults(run=_demo)
 
-    bench = command(
-        "bench",
-        "measure shmpubsub side by side with its peers (needs: pip install 'shmpubsub[bench]')",
-        "Run the peer comparison (latency, throughput and fan-out against multiprocessing, sockets, "
-        "pyzmq, faster-fifo and iceoryx2) and write its tables and plots under --out. Any further "
-        "arguments go to the comparison: see `shmpubsub bench -- --help`.",
-    )
-    bench.add_argument("options", nargs=argparse.REMAINDER, help="options of the comparison")
-    bench.set_defaults(run=_bench)
-
     bridge = command(
         "bridge",
         "carry a topic to another host over ZeroMQ (needs: pip install 'shmpubsub[bridge]')",
@@ -603,8 +532,6 @@ def build_parser() -> argparse.ArgumentParser:
         side.add_argument(
             "--report", type=_seconds, metavar="S", help="print the counters on stderr every S seconds"
         )
-        # Internal: run the bridge in this process, as the child of a supervising `bridge`.
-        side.add_argument("--supervisor-fd", type=_count, help=argparse.SUPPRESS)
     bridge.set_defaults(run=_bridge)
     return parser
 
