@@ -3,10 +3,10 @@
  *
  * They carry no data: a datagram only means "look at the ring". The sends are made here
  * rather than from Python because they sit on the blocking path's critical path: a round of
- * benchmarks/wakeup_path.py (arm, publish, wake, drain, take) costs 4.3 us with the send here
- * against 5.9-7.7 us with it in Python (docs/architecture.md, "Why the sends are in C"). What a
- * failed send means (a subscriber died: reclaim its entry) is decided by the caller, from
- * k->failures.
+ * benchmarks/wakeup_path.py (arm, publish, wake, drain, take) costs markedly less with the send
+ * here (docs/benchmarks.md, "The blocking path, piece by piece"; docs/architecture.md, "Why the
+ * sends are in C"). What a failed send means (a subscriber died: reclaim its entry) is decided by
+ * the caller, from k->failures.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>

@@ -1,13 +1,14 @@
 /* The per-message calls (publish one, take one, take a batch, sleep then take one, view one)
  * through the CPython API.
  *
- * Everything else goes through cffi (_core.py). These run once per message, where cffi's
- * per-call cost dominates: a cffi call releases and retakes the GIL and converts its arguments
- * (115-160 ns here; ffi.from_buffer for a bytearray 250-330 ns more), and the bytes and the
- * Message are then built in Python (~300 ns). Here a message costs one call. The C core is not
- * compiled in again: _core.py hands over the cffi module's own function pointers (bind), and
- * the objects below hold the cffi objects that own the writer and the reader, so that those
- * outlive every call. docs/architecture.md, "Two bindings", has the figures. */
+ * Everything else goes through cffi (the _core package). These run once per message, where
+ * cffi's per-call cost dominates: a cffi call releases and retakes the GIL and converts its
+ * arguments (ffi.from_buffer for a bytearray costs more again), and the bytes and the Message
+ * are then built in Python. Here a message costs one call (docs/benchmarks.md, "One hop, piece
+ * by piece", has the figures). The C core is not compiled in again: _core/lib.py hands over the
+ * cffi module's own function pointers (bind), and the objects below hold the cffi objects that
+ * own the writer and the reader, so that those outlive every call. docs/architecture.md, "Two
+ * bindings", says why. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>

@@ -377,10 +377,10 @@ class Subscriber(SubscriberBase):
         subscriber (receive, try_receive, ...; LoanError on exit) nor open another view
         (LoanError).
 
-        Costs the same whatever the size (two C calls and a memoryview slice, ~1.8 us on a
-        slow VM): cheaper than any copying read from ~16 KiB on if the block reads part of
-        the message; a block that reads every byte gains only for large messages (about 20% at
-        1 MiB), as the reads then pay what the copy saved (docs/benchmarks.md).
+        Costs the same whatever the size (two C calls and a memoryview slice): cheaper than any
+        copying read from about 16 KiB on if the block reads part of the message; a block that
+        reads every byte gains only for large messages, as the reads then pay what the copy
+        saved (docs/benchmarks.md, "Zero-copy view against copying").
         """
         return View(self, None if timeout is None else check_timeout(timeout))
 
