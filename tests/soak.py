@@ -28,8 +28,9 @@ After every round it checks, from what each process reported:
   nothing was pending;
 - the reason is "closed" for the last publisher and "crashed" for every killed one, and every
   subscriber asleep when its publisher was killed saw PublisherGone within ``--bound`` seconds;
-- every subscriber re-attached after a restart, every process finished (no hang), and nothing
-  with the library's prefix is left in /dev/shm or the socket directory.
+- every subscriber re-attached after a restart, every process finished (no hang), and the round
+  left nothing of its own in /dev/shm (its topic's segments) or in the soak's socket directory;
+  objects of other programs using shmpubsub meanwhile are not looked at.
 
 It prints the counts and exits 1 on any violation (0 otherwise). Torn reads: a copying read
 validates and retries inside the library, which does not count them; zero-copy views (a share of
@@ -43,9 +44,12 @@ import argparse
 import json
 import os
 import random
+import secrets
 import select
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from collections import Counter
@@ -67,6 +71,11 @@ STEP = 10.0
 # A subscriber's receive() time-out: only bounds each call; time-outs are normal (a paused publisher).
 RECEIVE_TIMEOUT = 0.5
 VIEW_SHARE = 0.2  # of the reads, zero-copy views (checked by the subscriber itself)
+# Every topic of this soak is named soak-RUN-<round>, so that its leftover check looks at its own
+# objects only, never at those of another program using shmpubsub meanwhile. Run from the test
+# suite, RUN includes the suite's run marker (tests/helpers.py), which the suite's leak check
+# judges by. Its sockets go to a socket directory of its own (main()).
+RUN = "-".join(filter(None, (os.environ.get("SHMPUBSUB_TEST_RUN"), f"{os.getpid()}{secrets.token_hex(3)}")))
 
 # Commands to children, one byte each.
 PAUSE, GO, LOAN_AND_STALL, CLOSE, STOP = b"p", b"g", b"l", b"c", b"s"
@@ -295,18 +304,18 @@ class Child:
 
 
 def _objects() -> set[str]:
-    return {
-        os.path.join(directory, name)
-        for directory in (SHM_DIR, socket_dir())
-        for name in os.listdir(directory)
-        if name.startswith(PREFIX)
-    }
+    """This soak's objects: its topics' segments in /dev/shm, and every socket in its own socket
+    directory (main() gives it one)."""
+    ours = PREFIX + f"soak-{RUN}-"
+    shm = {os.path.join(SHM_DIR, name) for name in os.listdir(SHM_DIR) if name.startswith(ours)}
+    sockets = socket_dir()
+    return shm | {os.path.join(sockets, name) for name in os.listdir(sockets) if name.startswith(PREFIX)}
 
 
 class Round:
     def __init__(self, number: int, seed: int, subscribers: int, bound: float) -> None:
         self.rng = random.Random(f"{seed}:{number}")
-        self.topic = f"soak-{os.getpid()}-{number}"
+        self.topic = f"soak-{RUN}-{number}"
         self.variant = self.rng.choice(["small", "mixed", "large"])
         self.slots = self.rng.choice([2, 4, 8, 64])
         self.subscribers = subscribers
@@ -634,6 +643,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1 or args.subscribers < 1 or args.bound <= 0:
         parser.error("--rounds and --subscribers must be at least 1, --bound above 0")
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
+    # A socket directory of its own, inherited by every child: no other program's sockets in it.
+    sockets = tempfile.mkdtemp(prefix="shmpubsub-soak-")
+    os.environ["SHMPUBSUB_RUNTIME_DIR"] = sockets
+    try:
+        return _soak(args, seed)
+    finally:
+        if not os.listdir(sockets):  # kept, for a look, if a socket was left in it
+            shutil.rmtree(sockets, ignore_errors=True)
+
+
+def _soak(args: argparse.Namespace, seed: int) -> int:
     print(f"crash soak: {args.rounds} rounds from {args.start}, seed {seed}, {args.subscribers} subscribers")
     totals: Counter[str] = Counter()
     detections: list[float] = []

@@ -21,12 +21,21 @@ import traceback
 from typing import Any
 
 import pytest
-from helpers import ArmHook, Children, check_drained, get_result, kill_and_await_death
+from children import doomed_publisher
+from helpers import (
+    ArmHook,
+    Children,
+    check_drained,
+    get_result,
+    kill_and_await_death,
+    numbered,
+    segment_paths,
+    take_over_and_remove,
+)
 
 import shmpubsub as sps
 import shmpubsub.aio as aio
 from shmpubsub import Publisher, PublisherGone, ReceiveTimeout
-from shmpubsub.names import CONTROL_SUFFIX, PREFIX, SHM_DIR
 
 # close of the publisher, or its death as the kernel reports it -> PublisherGone in an awaiting subscriber
 DETECT_BOUND = 0.100
@@ -35,10 +44,6 @@ DETECT_BOUND = 0.100
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _payload(i: int) -> bytes:
-    return i.to_bytes(8, "little") * (1 + i % 4)
 
 
 def _run(coro: Any, timeout: float = 30) -> Any:
@@ -51,17 +56,6 @@ def _run(coro: Any, timeout: float = 30) -> Any:
             pytest.fail(f"the test's coroutine did not finish within {timeout} s")
 
     return asyncio.run(bounded())
-
-
-def _segment_paths(topic: str) -> list[str]:
-    return [os.path.join(SHM_DIR, PREFIX + topic), os.path.join(SHM_DIR, PREFIX + topic + CONTROL_SUFFIX)]
-
-
-def _take_over_and_remove(topic: str) -> None:
-    """A SIGKILLed publisher leaves its segments; a new publisher takes them over and removes them."""
-    Publisher(topic).close()
-    left = [p for p in _segment_paths(topic) if os.path.exists(p)]
-    assert not left, f"takeover + close left {left} behind"
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,7 +77,7 @@ def _stream_publisher(topic: str, n: int, progress: Any, ready: Any, go: Any, re
                 return
             checkpoints = 0
             for i in range(n):
-                pub.publish(_payload(i))
+                pub.publish(numbered(i))
                 r = rng.random()
                 if r < 0.1 or i == n - 1:
                     checkpoints += 1
@@ -109,18 +103,6 @@ def _stream_publisher(topic: str, n: int, progress: Any, ready: Any, go: Any, re
         results.put(("error", traceback.format_exc()))
 
 
-def _doomed_publisher(topic: str, k: int, ready: Any, go: Any, published: Any) -> None:
-    """Creates the topic, publishes k messages when told, then idles until SIGKILLed."""
-    pub = Publisher(topic)  # never closed: this process is SIGKILLed
-    ready.set()
-    if go.wait(30):
-        for i in range(k):
-            pub.publish(_payload(i))
-        published.set()
-    time.sleep(120)
-    pub.close()
-
-
 # --------------------------------------------------------------------------------------------
 # Many subscribers, one loop
 # --------------------------------------------------------------------------------------------
@@ -136,7 +118,7 @@ def test_many_subscribers_in_one_loop_receive_every_message(topic: str) -> None:
         seqs, bad = [], 0
         async for msg in sub:
             seqs.append(msg.seq)
-            bad += msg.data != _payload(msg.seq)
+            bad += msg.data != numbered(msg.seq)
             progress[index] = len(seqs)
         return seqs, bad, sub.lost, sub.end_reason
 
@@ -211,7 +193,7 @@ def test_close_ends_awaiting_subscribers_after_draining(topic: str, closer: str)
 
     def publish_and_close() -> None:
         for i in range(k):
-            pub.publish(_payload(i))
+            pub.publish(numbered(i))
         closed_at.append(time.monotonic())
         pub.close()
 
@@ -320,13 +302,13 @@ def test_publisher_sigkill_ends_awaiting_subscribers(topic: str) -> None:
 
     try:
         with Children() as children:
-            publisher = children.start(ctx, _doomed_publisher, topic, k, ready, go, published)
+            publisher = children.start(ctx, doomed_publisher, topic, k, ready, go, published)
             assert ready.wait(30), "the publisher never started"
             died, outcomes = _run(main(publisher.pid))
             children.join(publisher, 10, exitcode=-signal.SIGKILL)
-            assert all(os.path.exists(p) for p in _segment_paths(topic))  # a crash removes nothing
+            assert all(os.path.exists(p) for p in segment_paths(topic))  # a crash removes nothing
     finally:
-        _take_over_and_remove(topic)
+        take_over_and_remove(topic)
     (t_receive, reason, end1), (t_iter, _, end2) = outcomes
     assert (reason, end1, end2) == ("crashed", "crashed", "crashed")
     latencies = [t_receive - died, t_iter - died]
@@ -386,7 +368,7 @@ def test_repeated_cancellation_loses_no_message(topic: str) -> None:
 
             def publish_all() -> None:
                 for i in range(n):
-                    pub.publish(_payload(i))
+                    pub.publish(numbered(i))
                     time.sleep(rng.uniform(0, 0.0005))
 
             thread = threading.Thread(target=publish_all, daemon=True)
@@ -400,7 +382,7 @@ def test_repeated_cancellation_loses_no_message(topic: str) -> None:
                     except asyncio.TimeoutError:
                         cancelled += 1
                         continue
-                    assert msg.data == _payload(msg.seq)
+                    assert msg.data == numbered(msg.seq)
                     got.append(msg.seq)
             finally:
                 thread.join(10)
@@ -536,4 +518,4 @@ def test_async_with_closes_the_subscriber(topic: str) -> None:
         assert pub.closed
 
     _run(main())
-    assert not any(os.path.exists(p) for p in _segment_paths(topic))
+    assert not any(os.path.exists(p) for p in segment_paths(topic))

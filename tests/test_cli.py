@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import shm_path, time_limit
+from helpers import shm_path, time_limit, unique_topic
 
 import shmpubsub as sps
 from shmpubsub import admin, cli, wakeup
@@ -152,7 +152,7 @@ def dead_topic(topic: str) -> Iterator[str]:
 @pytest.fixture
 def live() -> Iterator[sps.Publisher]:
     """A live topic published from this process: 8 slots of 64 bytes, nothing published yet."""
-    with sps.Publisher(f"live-{os.getpid()}-{time.monotonic_ns()}", slots=8, slot_size=64) as pub:
+    with sps.Publisher(unique_topic("live"), slots=8, slot_size=64) as pub:
         yield pub
 
 

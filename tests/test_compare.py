@@ -57,6 +57,7 @@ def test_missing_peer_is_reported_not_dropped(
     assert [r for r in rows if r.transport == "mp-pipe"]
 
 
+@pytest.mark.creates_topics("cmp-*")
 def test_harness_shmpubsub_and_pipe(compare: SimpleNamespace, tmp_path: Path) -> None:
     out = tmp_path / "docs"
     out.mkdir()

@@ -20,6 +20,7 @@ def run(script: str, *args: str) -> str:
     return out.stdout
 
 
+@pytest.mark.creates_topics("frames-*")
 @pytest.mark.parametrize("mode", [[], ["--copy"]], ids=["view", "copy"])
 def test_frames(mode: list[str]) -> None:
     stdout = run("frames.py", "--frames", "30", "--workers", "2", "--fps", "100", *mode)
@@ -31,6 +32,7 @@ def test_frames(mode: list[str]) -> None:
         assert int(received) > 0 and bad == "0", stdout
 
 
+@pytest.mark.creates_topics("state-board-*")
 def test_state_board() -> None:
     stdout = run("state_board.py", "--seconds", "0.5", "--rate", "40", "--readers", "2")
     assert "board: published 20 states (last tick 19)" in stdout

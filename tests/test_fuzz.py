@@ -11,11 +11,10 @@ import functools
 import mmap
 import os
 import struct
-import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from helpers import live_segment_bytes, remove_topic, shm_path, time_limit, write_topic
+from helpers import live_segment_bytes, remove_topic, shm_path, time_limit, unique_topic, write_topic
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -49,7 +48,7 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 def template(geometry: int) -> tuple[bytes, bytes]:
     """Real data and control segments of a geometry, with a few messages: where mutation starts.
     (A function, not a fixture: hypothesis would print all of it with every failing example.)"""
-    return live_segment_bytes(f"test-fuzz-{uuid.uuid4().hex[:12]}", 3, *GEOMETRIES[geometry])
+    return live_segment_bytes(unique_topic("test-fuzz"), 3, *GEOMETRIES[geometry])
 
 
 def pack(data: bytearray | mmap.mmap, offset: int, fmt: str, value: int) -> None:
@@ -156,7 +155,7 @@ def fuzz_topic() -> Iterator[Topics]:
     names: list[str] = []
 
     def fresh() -> str:
-        names.append(f"test-fuzz-{uuid.uuid4().hex[:12]}")
+        names.append(unique_topic("test-fuzz"))
         return names[-1]
 
     yield fresh

@@ -4,48 +4,27 @@ payload sizes and types, receive_into, loans, and a model-based test against a p
 from __future__ import annotations
 
 import array
-import uuid
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from helpers import time_limit
+from helpers import (
+    LAPPED,
+    START,
+    Boom,
+    ModelReader,
+    ModelRing,
+    abort_loan,
+    drain,
+    payload,
+    time_limit,
+    unique_topic,
+)
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import shmpubsub as sps
 from shmpubsub._core.ring import lap_margin
-
-# -- helpers -------------------------------------------------------------------------------------
-
-
-def payload(seq: int, size: int) -> bytes:
-    """A deterministic payload that differs from message to message in every byte position."""
-    return bytes((seq * 131 + i * 7 + 1) % 256 for i in range(size))
-
-
-def drain(sub: sps.Subscriber, limit: int = 100_000) -> list[sps.Message]:
-    """Every message try_receive() returns until it returns None."""
-    out: list[sps.Message] = []
-    for _ in range(limit):
-        msg = sub.try_receive()
-        if msg is None:
-            return out
-        out.append(msg)
-    raise AssertionError(f"try_receive() never ran dry after {limit} messages")
-
-
-class Boom(Exception):
-    pass
-
-
-def abort_loan(pub: sps.Publisher, size: int, scribble: bytes = b"") -> None:
-    """Opens a loan, writes *scribble* into it, then leaves the block with an exception."""
-    with pytest.raises(Boom), pub.loan(size) as buf:
-        buf[: len(scribble)] = scribble
-        raise Boom
-
 
 # -- order -----------------------------------------------------------------------------------------
 
@@ -671,84 +650,6 @@ def test_published_pending_next_and_last_seq(topic: str) -> None:
 # -- model-based -----------------------------------------------------------------------------------
 
 
-@dataclass
-class ModelReader:
-    """What a subscriber should be doing, derived from ring.c's rules."""
-
-    lapped: str
-    next: int
-    lost: int = 0
-    last_seq: int = 0
-
-
-@dataclass
-class ModelRing:
-    """A pure-Python ring. Slot n % slots holds the newest message number written there, whether
-    complete (its data) or not (an aborted loan: data None)."""
-
-    slots: int
-    slot_size: int
-    write_seq: int = 0
-    held: dict[int, tuple[int, bytes | None]] = field(default_factory=dict)
-
-    def publish(self, data: bytes) -> int:
-        n = self.write_seq
-        self.held[n % self.slots] = (n, data)
-        self.write_seq = n + 1
-        return n
-
-    def abort(self) -> None:
-        n = self.write_seq
-        self.held[n % self.slots] = (n, None)
-
-    def start(self, mode: str) -> int:
-        w = self.write_seq
-        if mode == "next":
-            return w
-        if mode == "latest":
-            return max(w - 1, 0)
-        return max(w - self.slots, 0)
-
-    def find(self, r: ModelReader) -> tuple[int, bytes] | None:
-        """Moves *r* over lapped messages; the message it can take now, or None. Does not consume."""
-        while True:
-            held_n, data = self.held.get(r.next % self.slots, (-1, None))
-            if held_n < r.next or (held_n == r.next and data is None):
-                return None
-            if held_n == r.next:
-                assert data is not None
-                return r.next, data
-            # Lapped. Messages 0..started-1 exist or are being written (an aborted loan counts).
-            started = max(self.write_seq, held_n + 1)
-            if r.lapped == "oldest":
-                target = started - self.slots + lap_margin(self.slots) if started > self.slots else 0
-            else:
-                target = max(self.write_seq - 1, 0)
-            target = max(target, r.next + 1)
-            r.lost += target - r.next
-            r.next = target
-
-    def take(self, r: ModelReader) -> tuple[int, bytes] | None:
-        got = self.find(r)
-        if got is not None:
-            r.last_seq = got[0]
-            r.next = got[0] + 1
-        return got
-
-    def latest(self) -> tuple[int, bytes] | None:
-        if self.write_seq == 0:
-            return None
-        n = self.write_seq - 1
-        held_n, data = self.held[n % self.slots]
-        if held_n != n or data is None:
-            return None  # destroyed: only possible with one slot and an aborted loan
-        return n, data
-
-
-START = st.sampled_from(["next", "latest", "oldest"])
-LAPPED = st.sampled_from(["oldest", "latest"])
-
-
 class RingMachine(RuleBasedStateMachine):
     """Random interleavings of publish / loans / reads, checked against ModelRing."""
 
@@ -765,7 +666,7 @@ class RingMachine(RuleBasedStateMachine):
         readers=st.lists(st.tuples(START, LAPPED), min_size=1, max_size=3),
     )
     def setup(self, slots: int, slot_size: int, readers: list[tuple[str, str]]) -> None:
-        self.topic = f"test-model-{uuid.uuid4().hex[:12]}"
+        self.topic = unique_topic("test-model")
         self.pub = sps.Publisher(self.topic, slots=slots, slot_size=slot_size)
         self.model = ModelRing(slots, slot_size)
         for start, lapped in readers:
