@@ -1,4 +1,4 @@
-"""asyncio: the same classes, with awaitable receives.
+"""asyncio: the same classes, with awaitable receives::
 
     import shmpubsub.aio
 
@@ -118,35 +118,46 @@ class Subscriber:
     # -- the synchronous rest ------------------------------------------------------
 
     def try_receive(self) -> Message | None:
+        """The next message, or None if there is none yet; never waits
+        (:meth:`shmpubsub.Subscriber.try_receive`)."""
         return self._sub.try_receive()
 
     def receive_into(self, buffer: Any) -> int | None:
+        """Copies the next message into *buffer*; never waits (:meth:`shmpubsub.Subscriber.receive_into`)."""
         return self._sub.receive_into(buffer)
 
     def latest(self) -> Message | None:
+        """The newest complete message, or None (:meth:`shmpubsub.Subscriber.latest`)."""
         return self._sub.latest()
 
     def fileno(self) -> int:
+        """The descriptor the loop watches (:meth:`shmpubsub.Subscriber.fileno`)."""
         return self._fd
 
     @property
     def topic(self) -> str:
+        """The topic's name."""
         return self._sub.topic
 
     @property
     def lost(self) -> int:
+        """Messages missed (:attr:`shmpubsub.Subscriber.lost`)."""
         return self._sub.lost
 
     @property
     def last_seq(self) -> int:
+        """Sequence number of the message most recently received."""
         return self._sub.last_seq
 
     @property
     def end_reason(self) -> str | None:
+        """None while the publisher lives, then ``"closed"`` or ``"crashed"``
+        (:attr:`shmpubsub.Subscriber.end_reason`)."""
         return self._sub.end_reason
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` was called."""
         return self._sub.closed
 
     def close(self) -> None:
