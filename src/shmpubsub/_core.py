@@ -244,7 +244,11 @@ def lock_held(fd: int) -> bool:
 
 @dataclass(frozen=True)
 class SubscriberInfo:
-    """One attached subscriber, as its control entry describes it (untrusted values)."""
+    """One attached subscriber, as its control entry describes it (values its subscriber
+    wrote: untrusted). ``index`` is the entry's number, ``token`` the random number naming its
+    wake-up socket, ``pid`` and ``start_time`` its process, ``read_pos`` the sequence number it
+    reads next (0 before its first read), ``lost`` what it missed, ``asleep`` whether it waits
+    for a wake-up."""
 
     index: int
     token: int
