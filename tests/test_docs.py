@@ -371,6 +371,55 @@ def test_the_dry_check_finds_what_a_block_runs() -> None:
     )
 
 
+# -- links between the documents ----------------------------------------------------------------
+
+
+def slug(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    found: set[str] = set()
+    in_code = False
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and line.startswith("#"):
+            base = slug(line.lstrip("#"))
+            name, n = base, 0
+            while name in found:  # repeated headings get -1, -2, ...
+                n += 1
+                name = f"{base}-{n}"
+            found.add(name)
+    return found
+
+
+def test_slugs_are_githubs() -> None:
+    assert slug(" Fan-out 1→4") == "fan-out-14"
+    assert (
+        slug("Streaming stores for large messages, on and off")
+        == "streaming-stores-for-large-messages-on-and-off"
+    )
+    assert slug("`shmpubsub.aio`: asyncio") == "shmpubsubaio-asyncio"
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS)
+def test_links_between_documents_resolve(doc: str) -> None:
+    """A link to another document of the repository (or a section of it) finds its target."""
+    source = ROOT / doc
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", source.read_text()):
+        if re.match(r"[a-z]+:", target):
+            continue  # a URL
+        file, _, fragment = target.partition("#")
+        path = (source.parent / file).resolve() if file else source
+        if not path.exists() or (fragment and path.suffix == ".md" and fragment not in anchors(path)):
+            broken.append(target)
+    assert not broken, f"{doc}: links to nothing: {broken}"
+
+
 # -- the API reference's completeness check (docs/build.py) --------------------------------------
 
 
