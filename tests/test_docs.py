@@ -9,8 +9,8 @@ just before a block says how to run it, visibly, in the document itself:
 ``<!-- snippet: with-publisher TOPIC [path=FILE] [array=480x640x3:uint8] [closes-after=S] -->``
     A publisher of TOPIC runs in another process while the block runs, publishing a message
     every 10 ms (numpy arrays of that shape and dtype with ``array=``; into a ring file with
-    ``path=``). It closes when the block has ended, or after S seconds with ``closes-after``
-    (for blocks that wait for the end of the stream).
+    ``path=``). It closes when the block has ended, or with ``closes-after`` S seconds after
+    the block's first subscriber attached (for blocks that wait for the end of the stream).
 ``<!-- snippet: not-run: REASON -->``
     The block is not run (it installs, or runs until Ctrl-C): it is only checked (Python
     compiles; the shell parses, the scripts it names exist, each ``shmpubsub`` subcommand
@@ -239,11 +239,13 @@ if array:
     slot_size = arrays.message_size(frame.shape, frame.dtype)
 with sps.Publisher(topic, slots=64, slot_size=slot_size, path=path) as pub:
     print("ready", flush=True)
-    end = time.monotonic() + closes_after
+    end = None  # the clock starts when the block's first subscriber has attached
     n = 0
-    while not stop.wait(0.01) and time.monotonic() < end:
+    while not stop.wait(0.01) and (end is None or time.monotonic() < end):
         pub.publish_array(frame) if frame is not None else pub.publish(f"message {n}".encode())
         n += 1
+        if end is None and pub.subscribers:
+            end = time.monotonic() + closes_after
 """
 
 
