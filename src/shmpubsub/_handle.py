@@ -20,6 +20,7 @@ class Handle:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` was called."""
         return self._closed
 
     def __enter__(self: _H) -> _H:

@@ -1,4 +1,4 @@
-"""asyncio: the same classes, with awaitable receives.
+"""asyncio: the same classes, with awaitable receives::
 
     import shmpubsub.aio
 
@@ -44,6 +44,11 @@ class Subscriber(subscriber.SubscriberBase):
     Takes the same arguments. The calls that never wait (``try_receive``, ``try_receive_many``,
     ``receive_into``, ``latest``) and the state (``lost``, ``end_reason``, ...) are the
     synchronous ones.
+
+    Attributes:
+        topic (str): The topic's name (for a subscriber by ``path=``, the name the file records).
+        header (HeaderInfo): The ring's header as validated when attaching (its ``write_seq``
+            and ``closed`` as they were then).
     """
 
     def __init__(

@@ -31,7 +31,7 @@ import ast
 import functools
 import math
 import struct
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .errors import InvalidArgument, InvalidType, MissingDependency, NotAnArray
 
@@ -114,6 +114,18 @@ def message_size(shape: tuple[int, ...], dtype: DTypeLike) -> int:
     ``slot_size`` that carries it. Raises as :func:`header_for`."""
     itemsize: int = _numpy().dtype(dtype).itemsize
     return len(header_for(dtype, shape)) + math.prod(shape) * itemsize
+
+
+class ArrayPublisher(Protocol):
+    """Anything with ``publish_array``: a :class:`shmpubsub.Publisher`."""
+
+    def publish_array(self, array: NDArray[Any]) -> int: ...
+
+
+def publish(pub: ArrayPublisher, array: NDArray[Any]) -> int:
+    """Publishes *array* on *pub*: the same as ``pub.publish_array(array)``
+    (:meth:`shmpubsub.Publisher.publish_array`)."""
+    return pub.publish_array(array)
 
 
 def prepare(array: NDArray[Any]) -> tuple[bytes, NDArray[Any]]:

@@ -182,6 +182,7 @@ class _Runner:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` was called."""
         return self._closed
 
     def __enter__(self: _R) -> _R:
@@ -198,17 +199,24 @@ class BridgeOut(_Runner):
     (``"tcp://0.0.0.0:5555"``).
 
     ``hwm``: messages ZeroMQ queues per connected peer before it drops (the local publisher is
-    never slowed). ``start``: where the local subscriber begins (see :class:`Subscriber`).
-    Waits for the topic if it does not exist, and follows it when its publisher is re-created.
-
-    Counters: :attr:`forwarded` (messages handed to ZeroMQ), :attr:`lost_local` (lapped by the
-    local publisher before being forwarded), :attr:`dropped` (refused by ZeroMQ; a PUB socket at
-    its high-water mark drops silently, and the far side counts those from the sequence gaps),
-    :attr:`attached` (times a local topic was attached).
+    never slowed). ``start``: where the local subscriber begins (see
+    :class:`~shmpubsub.Subscriber`). Waits for the topic if it does not exist, and follows it
+    when its publisher is re-created. Counters: :attr:`forwarded`, :attr:`lost_local`,
+    :attr:`dropped`, :attr:`attached`.
 
     Killed in this process, it leaves its subscriber entry and wake-up socket until the
     topic's publisher or ``shmpubsub gc`` reclaims them; run it as a :class:`SupervisedBridge`
     to have them removed at once.
+
+    Attributes:
+        topic (str): The local topic it reads.
+        endpoint (str): The address the PUB socket is bound to, as ZeroMQ reports it (the
+            port chosen, for ``tcp://*:0``).
+        forwarded (int): Messages handed to ZeroMQ.
+        bytes_forwarded (int): Their payloads' bytes.
+        dropped (int): Messages refused by ZeroMQ (a PUB socket at its high-water mark drops
+            silently, and the far side counts those from the sequence gaps).
+        attached (int): Times a local topic was attached.
     """
 
     def __init__(
@@ -245,9 +253,11 @@ class BridgeOut(_Runner):
 
     @property
     def lost_local(self) -> int:
+        """Messages lapped by the local publisher before being forwarded."""
         return self._lost_before + (0 if self._sub is None else self._sub.lost)
 
     def stats(self) -> dict[str, int]:
+        """The counters, by name (what ``--report`` prints)."""
         return {
             "forwarded": self.forwarded,
             "bytes": self.bytes_forwarded,
@@ -328,15 +338,25 @@ class BridgeIn(_Runner):
     republishes it into local topic *local_name* (by default *topic*), created with the remote
     topic's geometry when the first message arrives (``mode``: its permissions).
 
-    Counters: :attr:`received`, :attr:`published`, :attr:`lost_remote` (messages the outbound
-    bridge lost before sending: lapped on its host), :attr:`lost_network` (sent, or due to be
-    sent, but never received: ZeroMQ dropped them, or the link or the outbound bridge was down),
+    Counters: :attr:`received`, :attr:`published`, :attr:`lost_remote`, :attr:`lost_network`,
     :attr:`lost` (both). The losses are passed on with ``Publisher.skip``, so local
     subscribers count them in their own ``lost`` too.
 
     Killed in this process, it leaves its local topic's segments until the next inbound bridge
     takes the topic over or ``shmpubsub gc`` removes them; run it as a :class:`SupervisedBridge`
     to have them removed at once.
+
+    Attributes:
+        topic (str): The remote topic it subscribes to.
+        local_name (str): The local topic it publishes.
+        publisher (Publisher | None): The local topic's publisher, once the first message
+            has created it.
+        received (int): Messages received from the network.
+        published (int): Messages published into the local topic.
+        lost_remote (int): Messages the outbound bridge lost before sending (lapped on its host).
+        lost_network (int): Messages sent, or due to be sent, but never received: ZeroMQ
+            dropped them, or the link or the outbound bridge was down.
+        malformed (int): Messages of this topic that could not be decoded (logged and skipped).
     """
 
     def __init__(
@@ -377,9 +397,11 @@ class BridgeIn(_Runner):
 
     @property
     def lost(self) -> int:
+        """:attr:`lost_remote` plus :attr:`lost_network`."""
         return self.lost_remote + self.lost_network
 
     def stats(self) -> dict[str, int]:
+        """The counters, by name (what ``--report`` prints)."""
         return {
             "received": self.received,
             "published": self.published,

@@ -59,6 +59,10 @@ class MessageOverwritten(ShmPubSubError, RuntimeError):
 
     Whatever was read from it must be discarded. The subscriber has already moved on (the
     message counts in ``lost``); ``seq`` is the number of the message that was overwritten.
+
+    Attributes:
+        topic (str): The topic's name.
+        seq (int): The sequence number of the message that was overwritten.
     """
 
     def __init__(self, topic: str, seq: int) -> None:
@@ -95,6 +99,10 @@ class PublisherGone(ShmPubSubError, EOFError):
     """The publisher is gone and every message it published has been received.
 
     ``reason`` is ``"closed"`` (it closed the topic) or ``"crashed"`` (it died without closing).
+
+    Attributes:
+        topic (str): The topic's name.
+        reason (str): ``"closed"`` or ``"crashed"``.
     """
 
     def __init__(self, topic: str, reason: str) -> None:

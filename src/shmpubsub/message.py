@@ -12,7 +12,12 @@ if TYPE_CHECKING:
 
 
 class Message:
-    """One received message: its payload (``data``, bytes) and sequence number (``seq``)."""
+    """One received message: its payload (``data``, bytes) and sequence number (``seq``).
+
+    Attributes:
+        data (bytes): The payload.
+        seq (int): Its sequence number.
+    """
 
     __slots__ = ("data", "seq")
 
@@ -52,6 +57,10 @@ class Batch:
     """Messages taken at once by ``receive_many``: consecutive sequence numbers from :attr:`seq`,
     their payloads as bytes. A sequence of payloads: ``len(batch)``, ``batch[i]``, ``for data in
     batch``. A batch never spans a loss: what was lost before it is in the subscriber's ``lost``.
+
+    Attributes:
+        payloads (list[bytes]): The messages' payloads.
+        seq (int): The first message's sequence number (the next one's, if the batch is empty).
     """
 
     __slots__ = ("payloads", "seq")

@@ -51,6 +51,14 @@ class Publisher(Handle):
     topic, *slots* or *slot_size*) and left unchanged, unless ``overwrite=True``, which replaces
     it with a fresh ring. *mode* applies to a file created here; TopicExists if another
     publisher holds the file.
+
+    Attributes:
+        topic (str): The topic's name.
+        slots (int): How many messages the ring retains.
+        slot_size (int): The largest message, in bytes.
+        max_subscribers (int): How many subscribers may attach.
+        epoch (int): A random number that identifies this incarnation of the topic: a topic
+            re-created (or a ring file reopened) gets a new one.
     """
 
     def __init__(

@@ -106,7 +106,13 @@ class Segment:
     """One named shared-memory object, or one region of a file, and (at most) one mapping of it in
     this process. The module's docstring walks through the five steps for both: create, size,
     map, unmap (frees nothing, and for a file loses nothing written), remove (unlink; data goes
-    with the last descriptor and mapping)."""
+    with the last descriptor and mapping).
+
+    Attributes:
+        topic (str): The topic the segment belongs to (empty for a file mapped on its own).
+        writable (bool): Whether it was opened, and is mapped, for writing.
+        offset (int): Where the mapping starts in a file (0 for shared memory).
+    """
 
     def __init__(
         self,
@@ -320,6 +326,7 @@ class Segment:
 
     @property
     def mapping(self) -> mmap.mmap:
+        """The mapping made by :meth:`map` (ShmPubSubError if there is none)."""
         if self._mapping is None:
             raise ShmPubSubError(f"{self.what}: the segment is not mapped")
         return self._mapping
@@ -436,6 +443,7 @@ class Segment:
     # -- the descriptor and the single-writer lock ------------------------------
 
     def fileno(self) -> int:
+        """The segment's file descriptor (ClosedError once closed)."""
         if self._fd is None:
             raise ClosedError(f"{self.what}: the segment is closed")
         return self._fd
@@ -468,6 +476,7 @@ class Segment:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` was called."""
         return self._fd is None
 
     def __enter__(self) -> Segment:

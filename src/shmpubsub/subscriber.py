@@ -241,12 +241,12 @@ class SubscriberBase(Handle):
 
     @property
     def slots(self) -> int:
-        """The number of slots of the topic's ring."""
+        """How many messages the ring retains."""
         return self.header.slot_count
 
     @property
     def slot_size(self) -> int:
-        """The largest message the topic carries, in bytes."""
+        """The largest message, in bytes."""
         return self.header.slot_size
 
     @property
@@ -316,6 +316,11 @@ class Subscriber(SubscriberBase):
     be read all the same: the subscriber then reads what the ring holds and ends with
     PublisherGone like any topic whose publisher left (it attaches passively, without
     wake-ups, when the topic's control segment is gone or belongs to another incarnation).
+
+    Attributes:
+        topic (str): The topic's name (for a subscriber by ``path=``, the name the file records).
+        header (HeaderInfo): The ring's header as validated when attaching (its ``write_seq``
+            and ``closed`` as they were then).
     """
 
     # -- waiting reads ---------------------------------------------------------------
@@ -409,6 +414,10 @@ class View:
     ``data`` is a read-only memoryview of the payload, straight into the ring's slot; ``seq``
     its sequence number; :meth:`array` the numpy array of an array message. Valid inside the
     ``with`` block only, and only if leaving the block raises no MessageOverwritten.
+
+    Attributes:
+        data (memoryview): The payload, read-only, in the ring's slot.
+        seq (int): Its sequence number.
     """
 
     __slots__ = ("_sub", "_timeout", "data", "seq")
