@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import Children, get_result
+from helpers import RUN_MARKER, Children, get_result
 
 import shmpubsub as sps
 from shmpubsub._core.header import geometry
@@ -37,12 +37,13 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def _objects() -> set[str]:
-    """Every object with the library's prefix in /dev/shm and in the socket directory."""
+    """The objects of this test run: those with the library's prefix in the run's own socket
+    directory, and in /dev/shm those named with the run's marker (every topic here is)."""
     return {
         os.path.join(directory, name)
         for directory in (SHM_DIR, socket_dir())
         for name in os.listdir(directory)
-        if name.startswith(PREFIX)
+        if name.startswith(PREFIX) and (directory != SHM_DIR or RUN_MARKER in name)
     }
 
 
