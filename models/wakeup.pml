@@ -1,8 +1,8 @@
 /*
- * The sleep / wake protocol (csrc/control.c, csrc/ring.c, subscriber.py, wakeup.py): one
+ * The sleep / wake protocol (csrc/control.c, csrc/ring.c, waiting.py, wakeup.py): one
  * publisher, two subscribers that block with no time-out, M messages, then close.
  *
- * A subscriber (Subscriber._wait_loop): spin, which may see a message or give up; drain its
+ * A subscriber (waiting.Waiter.wait): spin, which may see a message or give up; drain its
  * socket if it was woken; arm (set its sleepers bit); re-check write_seq and closed; only then
  * sleep until its socket is readable; then read. A successful read disarms. The publisher
  * (sps_publish, Waker.wake_sleepers): store write_seq, load the bitmap; if a bit is set,

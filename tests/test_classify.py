@@ -111,6 +111,27 @@ def test_mapped_releases_and_unmaps_also_when_the_block_raises(topic: str) -> No
             segment.remove()
 
 
+def test_mapped_leaves_a_mapping_made_before_it_alone(topic: str) -> None:
+    with Segment.create(topic) as segment:
+        try:
+            segment.size(4096)
+            kept = segment.map()
+            with segment.mapped() as (_base, size):
+                assert size == 4096
+            assert segment.mapping is kept and len(kept) == 4096
+        finally:
+            segment.remove()
+
+
+def test_a_ring_file_created_but_locked_by_another_at_once_is_refused(
+    topic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Segment, "lock_new", lambda self, grace: False)
+    path = str(tmp_path / "ring")
+    with pytest.raises(sps.TopicExists, match="created by another publisher at the same moment"):
+        lifecycle.claim(topic, 0o600, path)
+
+
 def test_claim_takes_over_a_dead_publishers_ring_and_refuses_a_live_one(topic: str) -> None:
     segment, created = lifecycle.claim(topic, 0o600)
     try:

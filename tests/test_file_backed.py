@@ -155,6 +155,12 @@ def test_flush_every_n_messages(topic: str, tmp_path: Path) -> None:
         for seq in range(21, 30):
             pub.publish(payload(seq))
         assert admin.file_info(path).flushed == 20
+        pub.publish_many([payload(29)])  # batches count too: the 30th number flushes
+        assert admin.file_info(path).flushed == 30
+        pub.publish_many([payload(seq) for seq in range(30, 39)])
+        assert admin.file_info(path).flushed == 30
+        pub.publish_many(bytes(64 * 3), size=64)  # passes the 40th
+        assert admin.file_info(path).flushed == 42
 
 
 def test_flush_interval_flushes_in_the_background(topic: str, tmp_path: Path) -> None:

@@ -250,6 +250,12 @@ class FlushEvery:
             self._ring.flush()
         return seq
 
+    def publish_many(self, messages: Any, size: int | None) -> int:
+        first = self._writer.publish_many(messages, size)
+        if self._writer.next_seq >= self._ring.due:
+            self._ring.flush()
+        return first
+
     def skip(self, count: int) -> None:
         self._writer.skip(count)
         if self._writer.next_seq >= self._ring.due:

@@ -73,19 +73,25 @@ def classify(segment: Segment, what: str | None = None) -> Look:
         try:
             header = read_header(base, size, what)
         except HeaderNotReady as e:
-            return Look("unready", error=e)
+            return Look("unready", error=_kept(e))
         except ForeignSegment as e:
-            return Look("foreign", error=e)
+            return Look("foreign", error=_kept(e))
         except FileBackedTopic as e:
             if segment.name is None:  # a stub copied to a file is no ring file
-                return Look("invalid", error=e)
+                return Look("invalid", error=_kept(e))
             try:
-                return Look("stub", error=e, stub=read_stub(base, size, what))
+                return Look("stub", error=_kept(e), stub=read_stub(base, size, what))
             except InvalidSegment as bad:
-                return Look("invalid", error=bad)
+                return Look("invalid", error=_kept(bad))
         except InvalidSegment as e:
-            return Look("invalid", error=e)
+            return Look("invalid", error=_kept(e))
         return Look("ok", header, file=file_header(base) if segment.name is None else None)
+
+
+def _kept(error: InvalidSegment) -> InvalidSegment:
+    """*error* without its traceback, to be kept in a Look: the traceback's frames would hold
+    this call's locals (the segment, the C pointer) in a reference cycle until a collection."""
+    return error.with_traceback(None)
 
 
 def owner_of(segment: Segment) -> str:
@@ -122,8 +128,10 @@ def claim(topic: str, mode: int, path: str | None = None) -> tuple[Segment, bool
         else:
             if segment.lock_new(STARTUP_GRACE):
                 return segment, True
-            segment.close()  # another publisher took it in the instant before our lock
-            continue
+            segment.close()
+            if path is not None:  # the file stays; whoever holds its lock now is its publisher
+                raise TopicExists(f"{path} was created by another publisher at the same moment")
+            continue  # a contender's probe held it: try again
         try:
             existing = (
                 Segment.open(topic, writable=True)

@@ -186,7 +186,7 @@ class Publisher(Handle):
         may take each message as soon as it is written; sleeping ones are woken once, after
         the last.
         """
-        return self._writer.publish_many(messages, size)
+        return self._adding.publish_many(messages, size)
 
     def skip(self, count: int) -> None:
         """Records that the next *count* messages were lost before they reached this publisher

@@ -315,14 +315,18 @@ class Segment:
     def mapped(self, writable: bool = False) -> Iterator[tuple[Any, int]]:
         """Maps the segment for the length of a ``with`` block, for a look at its header or a
         one-off write: yields (a C pointer to the mapping, its size), then releases the pointer
-        and unmaps. For a segment this process does not keep mapped otherwise."""
+        and unmaps, unless the segment was mapped before the block (then it stays mapped)."""
+        was_mapped = self._mapping is not None
         mapping = self.map()
-        base = pointer_to(mapping, writable)
+        base = None
         try:
+            base = pointer_to(mapping, writable)
             yield base, len(mapping)
         finally:
-            release(base)
-            self.unmap()
+            if base is not None:
+                release(base)
+            if not was_mapped:
+                self.unmap()
 
     @property
     def mapping(self) -> mmap.mmap:

@@ -293,8 +293,6 @@ class SubscriberBase(Handle):
         return f"<shmpubsub.Subscriber {self.topic!r} {state}>"
 
 
-
-
 class Subscriber(SubscriberBase):
     """A reader of a topic. It maps the ring read-only: nothing it does can corrupt it.
 
@@ -402,7 +400,6 @@ class Subscriber(SubscriberBase):
         """
         with self.view(timeout) as view:
             yield view.array()
-
 
 
 _NO_DATA = memoryview(b"")
