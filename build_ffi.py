@@ -16,7 +16,7 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 CSRC = "csrc"
-SOURCES = [f"{CSRC}/{name}.c" for name in ("header", "ring", "control", "wake", "file", "checksum")]
+SOURCES = [f"{CSRC}/{name}.c" for name in ("header", "ring", "control", "wake", "file", "checksum", "watch")]
 
 
 def read_cdef() -> str:

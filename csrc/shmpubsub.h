@@ -314,6 +314,11 @@ uint32_t sps_wake(struct sps_waker *k);
 int64_t sps_publish_waking(struct sps_writer *w, const char *data, uint64_t len);
 /* Discards the datagrams waiting in a subscriber's socket: their count, or a negative errno. */
 int sps_drain(int fd);
+
+/* Directory watches (watch.c): an inotify descriptor (non-blocking, close-on-exec) that turns
+ * readable when a name is created in, or moved into, `dir`; -errno on failure. Reading it
+ * gives struct inotify_event records, each with the name. */
+int sps_dir_watch(const char *dir);
 /* What ended a sleep in sps_sleep_take, as bits (0: the time-out). */
 enum sps_woke {
     SPS_WOKE_SOCKET = 1,      /* the wake-up socket is readable */

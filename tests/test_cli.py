@@ -509,6 +509,28 @@ def test_tail_follows_until_the_publisher_closes(live: sps.Publisher) -> None:
     assert err == f"shmpubsub: the publisher of topic {live.topic!r} closed the topic\n"
 
 
+@pytest.mark.parametrize("command", ["tail", "hz"])
+def test_wait_lets_the_command_start_before_the_topic(topic: str, command: str) -> None:
+    with start_cli(command, "--wait", "30", topic) as started:
+        time.sleep(0.3)  # the command is waiting by now
+        with sps.Publisher(topic, slots=8, slot_size=64) as pub:
+            wait_until(lambda: len(pub.subscribers) == 1, f"{command} subscribed")
+            pub.publish(b"hello")
+            if command == "hz":
+                time.sleep(1.2)  # one report
+        code, out, err = started.finish()
+    assert code == 0, err
+    assert ("0 hello" in out.splitlines()) if command == "tail" else ("msg/s" in out), out
+
+
+def test_wait_gives_up_after_its_time(topic: str) -> None:
+    result = run_cli("tail", "--wait", "0.2", topic)
+    assert result.returncode == 1
+    assert result.stderr == f"shmpubsub: topic {topic!r} did not appear within 0.2 s\n"
+    result = run_cli("hz", "--wait", "soon", topic)
+    assert result.returncode == 2 and "expected a number of seconds >= 0" in result.stderr
+
+
 def test_tail_n_f_prints_the_last_n_then_follows(live: sps.Publisher) -> None:
     for i in range(10):
         live.publish(b"old %d" % i)

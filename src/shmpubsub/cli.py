@@ -223,7 +223,7 @@ def _tail(args: argparse.Namespace) -> int:
     style = _Style(sys.stdout)
     out = sys.stdout
     start = "next" if args.lines is None else "oldest"
-    with Subscriber(args.topic, start=start, path=args.path) as sub:
+    with Subscriber(args.topic, start=start, path=args.path, wait=args.wait) as sub:
         if args.lines is not None:
             end = sub.next_seq + sub.pending  # write_seq now
             first = max(0, end - args.lines)
@@ -262,7 +262,7 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _hz(args: argparse.Namespace) -> int:
-    with Subscriber(args.topic) as sub:
+    with Subscriber(args.topic, wait=args.wait) as sub:
         print(f"topic {args.topic!r}: measuring every {args.window:g} s (Ctrl-C to stop)", file=sys.stderr)
         buf = bytearray(max(sub.slot_size, 1))
         reports = received = nbytes = 0
@@ -393,6 +393,25 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _wait_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0 (inf: for ever), not {value!r}")
+    return seconds
+
+
+def _wait_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--wait",
+        type=_wait_seconds,
+        metavar="SECONDS",
+        help="wait up to SECONDS for the topic to appear (inf: for ever) instead of exiting at once",
+    )
+
+
 def _topic_or_path(command: argparse.ArgumentParser, path_help: str) -> None:
     command.add_argument("topic", type=_topic, metavar="TOPIC", nargs="?")
     command.add_argument("--path", metavar="FILE", help=path_help)
@@ -458,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the last N messages the ring still holds, then exit (unless -f)",
     )
     tail.add_argument("-f", "--follow", action="store_true", help="with -n: keep printing new messages")
+    _wait_option(tail)
     tail.set_defaults(run=_tail)
 
     hz = command(
@@ -469,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     hz.add_argument("topic", type=_topic, metavar="TOPIC")
     hz.add_argument("-w", "--window", type=_seconds, default=1.0, help="seconds per report (default 1)")
     hz.add_argument("-c", "--count", type=_count, default=0, metavar="N", help="stop after N reports")
+    _wait_option(hz)
     hz.set_defaults(run=_hz)
 
     gc = command(

@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
+import os
+import select
+import struct
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Final
 
 from ._core.control import Control
 from ._core.file import read_stub
 from ._core.header import FileBackedTopic, ForeignSegment, HeaderNotReady, file_header, read_header
 from ._core.lib import pointer_to, release
+from ._core.watch import dir_watch
 from .errors import InvalidSegment, TopicExists, TopicNotFound
 from .names import CONTROL_SUFFIX
 from .records import FileHeaderInfo, HeaderInfo, StubInfo
@@ -252,7 +259,9 @@ def attach(segment: Segment) -> tuple[Any, HeaderInfo]:
                 "it, or is stuck); a new publisher on the topic will replace it"
             )
         time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+        # Readiness is a store into the mapping, which no event announces: look often enough
+        # that a subscriber waiting for the topic attaches within a few ms of it.
+        delay = min(delay * 2, 0.005)
 
 
 def attach_control(topic: str, epoch: int, optional: bool) -> tuple[Segment, Any, Control] | None:
@@ -288,3 +297,69 @@ def attach_control(topic: str, epoch: int, optional: bool) -> tuple[Segment, Any
     release(base)
     segment.close()
     return None
+
+
+# -- waiting for a topic to appear ----------------------------------------------------------
+
+# struct inotify_event: wd, mask, cookie, len, then len bytes of NUL-padded name.
+_EVENT: Final = struct.Struct("iIII")
+_IN_Q_OVERFLOW: Final = 0x4000  # the kernel dropped events: anything may have appeared
+
+
+class NameWatch:
+    """Waits, without polling, until one of *names* appears in *directory* (inotify). Arm it
+    before the first look for what it waits for, so that a name created between that look and
+    the wait is not missed."""
+
+    def __init__(self, directory: str, names: Iterable[str]) -> None:
+        self._names = {os.fsencode(name) for name in names}
+        try:
+            self._fd: int | None = dir_watch(directory)
+        except FileNotFoundError:
+            missing = f"{directory} does not exist: nothing can appear in it"
+            raise TopicNotFound(errno.ENOENT, missing) from None
+
+    def wait(self, seconds: float) -> bool:
+        """Sleeps until one of the names appears (True) or *seconds* pass (False; ``math.inf``:
+        no limit). A signal handler that raises (Ctrl-C) ends it."""
+        assert self._fd is not None
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        deadline = time.monotonic() + seconds
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            # poll() takes at most about 24 days in milliseconds; a longer wait polls again.
+            limit = None if math.isinf(remaining) else min(math.ceil(remaining * 1000), 2**31 - 1)
+            if poller.poll(limit) and self._appeared():
+                return True
+
+    def _appeared(self) -> bool:
+        """Reads every pending event: True if one names what we wait for."""
+        assert self._fd is not None
+        found = False
+        while True:
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return found
+            offset = 0
+            while offset + _EVENT.size <= len(data):
+                _, mask, _, length = _EVENT.unpack_from(data, offset)
+                name = data[offset + _EVENT.size : offset + _EVENT.size + length].rstrip(b"\0")
+                found = found or name in self._names or bool(mask & _IN_Q_OVERFLOW)
+                offset += _EVENT.size + length
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> NameWatch:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -3,8 +3,10 @@ wake-up socket for when there is nothing to read."""
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,9 +18,9 @@ from ._core.header import FileBackedTopic
 from ._core.lib import Buffer, release
 from ._core.ring import RESYNC_MODES, START_MODES, Reader
 from ._handle import Handle
-from .errors import ClosedError, InvalidArgument, LoanError, MessageOverwritten, PublisherGone
+from .errors import ClosedError, InvalidArgument, LoanError, MessageOverwritten, PublisherGone, TopicNotFound
 from .message import Batch, Message
-from .names import validate_topic
+from .names import CONTROL_SUFFIX, PREFIX, SHM_DIR, validate_topic
 from .segment import Segment
 from .waiting import Waiter, check_timeout
 
@@ -32,6 +34,15 @@ def _check_batch(max_messages: object) -> int:
     if not isinstance(max_messages, int) or isinstance(max_messages, bool) or max_messages < 1:
         raise InvalidArgument(f"max_messages must be an int >= 1, not {max_messages!r}")
     return max_messages
+
+
+def _check_wait(wait: object) -> float | None:
+    """How long to wait for the topic to appear: None (not at all), or seconds (inf: for ever)."""
+    if wait is None:
+        return None
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait >= 0:
+        raise InvalidArgument(f"wait must be None or seconds >= 0 (math.inf: for ever), not {wait!r}")
+    return float(wait)
 
 
 _live: weakref.WeakSet[SubscriberBase] = weakref.WeakSet()
@@ -59,6 +70,7 @@ class SubscriberBase(Handle):
         lapped: str = "oldest",
         spin_us: float = 50.0,
         path: str | os.PathLike[str] | None = None,
+        wait: float | None = None,
     ) -> None:
         if topic is None and path is None:
             raise InvalidArgument("a subscriber needs a topic name (a str), or the path= of a ring file")
@@ -71,19 +83,55 @@ class SubscriberBase(Handle):
             raise InvalidArgument(f"lapped must be one of {sorted(RESYNC_MODES)}, not {lapped!r}")
         if not isinstance(spin_us, (int, float)) or not 0 <= spin_us <= 1e6:
             raise InvalidArgument(f"spin_us must be between 0 and 1e6 microseconds, not {spin_us!r}")
-        self._control_segment: Segment | None = None
-        self._control_base: object | None = None
+        wait = _check_wait(wait)
         self._pid = os.getpid()
         self._state_lock = threading.Lock()  # guards _waiting against a close() in another thread
         self._waiting = 0
         self._release_deferred = False
-        self._mapping_view: memoryview | None = None  # zero-copy views are slices of it
         self._view_open = False
-        by_path = path is not None
+        ring_path = None if path is None else filebacked.ring_path(path)
+        deadline = None if wait is None else time.monotonic() + wait
+        watch: lifecycle.NameWatch | None = None
+        try:
+            while True:
+                try:
+                    self._attach(topic, ring_path, start, lapped, spin_us)
+                    break
+                except TopicNotFound:
+                    if deadline is None:
+                        raise
+                    if watch is None:  # armed before one more look: nothing created meanwhile is missed
+                        watch = lifecycle.NameWatch(*self._names(ring_path))
+                        continue
+                    if not watch.wait(deadline - time.monotonic()):
+                        what = f"topic {self.topic!r}" if ring_path is None else ring_path
+                        raise TopicNotFound(errno.ENOENT, f"{what} did not appear within {wait} s") from None
+        finally:
+            if watch is not None:
+                watch.close()
+        self._closed = False
+        _live.add(self)
+
+    def _names(self, ring_path: str | None) -> tuple[str, list[str]]:
+        """The directory where the topic (or ring file) appears, and the names that say it did:
+        the ring (or its stub) and, created last before the ring is ready, the control segment."""
+        if ring_path is not None:
+            return os.path.dirname(ring_path), [os.path.basename(ring_path)]
+        return SHM_DIR, [PREFIX + self.topic, PREFIX + self.topic + CONTROL_SUFFIX]
+
+    def _attach(
+        self, topic: str | None, ring_path: str | None, start: str, lapped: str, spin_us: float
+    ) -> None:
+        """One attempt to attach; on failure everything it made is released again."""
+        self.topic = topic or ""
+        self._control_segment: Segment | None = None
+        self._control_base: object | None = None
+        self._mapping_view: memoryview | None = None  # zero-copy views are slices of it
+        by_path = ring_path is not None
         self._segment = (
             Segment.open(self.topic, writable=False)
-            if path is None
-            else Segment.open_file(filebacked.ring_path(path), topic=self.topic)
+            if ring_path is None
+            else Segment.open_file(ring_path, topic=self.topic)
         )
         try:
             self._segment.check_trusted()
@@ -120,9 +168,9 @@ class SubscriberBase(Handle):
             self._waiter.watch_publisher()
         except BaseException:
             self._release()
+            for name in ("_reader", "_waiter", "_base"):  # released: a next attempt starts bare
+                self.__dict__.pop(name, None)
             raise
-        self._closed = False
-        _live.add(self)
 
     # -- reads that never wait -------------------------------------------------------
 
@@ -308,6 +356,12 @@ class Subscriber(SubscriberBase):
 
     Raises TopicNotFound if no publisher has created the topic, InvalidSegment if a segment is
     corrupt, foreign or of an incompatible version, TooManySubscribers if every entry is taken.
+
+    ``wait`` lets subscribers start before their publisher: ``None`` (the default) raises
+    TopicNotFound at once; a number of seconds (``math.inf``: for ever) waits that long for the
+    topic (or the ring file at ``path``) to appear, then raises TopicNotFound. The wait sleeps
+    on an inotify descriptor of the directory, costing no CPU, and attaches within milliseconds
+    of the topic becoming ready; Ctrl-C ends it.
 
     A file-backed topic is attached by its name or by ``path=`` (its ring file; then *topic*
     may be left out, and if given must be the file's). A ring file whose publisher is gone can
