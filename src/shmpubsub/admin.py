@@ -423,6 +423,7 @@ def _describe(
     assert header is not None
     problem: str | None = None
     subscribers: list[SubscriberInfo] | None = None
+    socket_dir = ""
     max_subscribers: int | None = None
     control_size = 0
     try:
@@ -432,6 +433,7 @@ def _describe(
                     problem = "its control segment belongs to an earlier incarnation of the topic"
             else:
                 subscribers = control.entries()
+                socket_dir = control.socket_dir
                 max_subscribers = control.max_subscribers
                 control_size = _file_size(_path(topic, CONTROL_SUFFIX))
     except TopicNotFound:
@@ -445,7 +447,7 @@ def _describe(
 
     statuses: tuple[SubscriberStatus, ...] | None = None
     if details and subscribers is not None:
-        statuses = tuple(_status(entry, header.write_seq) for entry in subscribers)
+        statuses = tuple(_status(entry, header.write_seq, socket_dir) for entry in subscribers)
     return TopicInfo(
         topic,
         path,
@@ -502,9 +504,15 @@ def _foreign_control(segment: Segment) -> str | None:
     return None
 
 
-def _status(entry: SubscriberInfo, write_seq: int) -> SubscriberStatus:
-    # pid 0: an entry claimed an instant ago, its pid not yet written; count it alive.
-    alive = entry.pid == 0 or _proc.is_alive(entry.pid, entry.start_time)
+def _status(entry: SubscriberInfo, write_seq: int, socket_dir: str) -> SubscriberStatus:
+    # pid 0: an entry claimed an instant ago, its pid not yet written; count it alive. A pid
+    # that names no live process here may be another PID namespace's: a subscriber whose
+    # wake-up socket something is bound to lives all the same.
+    alive = (
+        entry.pid == 0
+        or _proc.is_alive(entry.pid, entry.start_time)
+        or wakeup.socket_alive(os.path.join(socket_dir, socket_name(entry.token)))
+    )
     lag = max(0, write_seq - entry.read_pos)
     return SubscriberStatus(entry.index, entry.pid, alive, entry.read_pos, lag, entry.lost, entry.asleep)
 

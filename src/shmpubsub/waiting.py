@@ -91,22 +91,40 @@ class Waiter:
 
     def watch_publisher(self) -> None:
         """A pidfd turns readable when the publisher's process ends, without any polling. The
-        start time is checked after opening it, so a reused pid cannot pass for the publisher."""
+        start time is checked after opening it, so a reused pid cannot pass for the publisher.
+
+        The pid in the header is the publisher's in its own PID namespace only: seen from
+        another (a container sharing /dev/shm), it names nobody or another process. So what the
+        pid says of a death is confirmed by the single-writer lock, which holds across
+        namespaces (:meth:`_pid_says_dead`)."""
         pid, started = self._header.publisher_pid, self._header.publisher_start_time
         try:
             with descriptors_needed(f"topic {self._topic!r}: cannot watch the publisher's process"):
                 self._pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
-            self._publisher_dead = True
+            self._pid_says_dead()
             return
         except TooManyOpenFiles:
             raise
         except (AttributeError, OSError):
             return  # no pidfds here: blocked waits re-check the publisher's lock instead
-        if not _proc.is_alive(pid, started):  # the pid was reused: ours is gone
-            self._publisher_dead = True
         if self._epoll is not None:
             self._epoll.register(self._pidfd, select.EPOLLIN)
+        if not _proc.is_alive(pid, started):  # the pid was reused, or is another namespace's
+            self._pid_says_dead()
+
+    def _pid_says_dead(self) -> None:
+        """The publisher's pid, or its pidfd, says it is gone: the lock decides. If someone
+        still holds it, the pid is not the publisher as seen from here; its pidfd is dropped,
+        and the publisher's liveness is judged by the lock from now on, LIVENESS_POLL apart."""
+        if not self._segment.lock_held():
+            self._publisher_dead = True
+            return
+        pidfd, self._pidfd = self._pidfd, None
+        if pidfd is not None:
+            if self._epoll is not None:
+                self._epoll.unregister(pidfd)
+            os.close(pidfd)
 
     def fileno(self) -> int:
         """The epoll descriptor, for selectors and event loops; from now on an empty read asks
@@ -205,7 +223,7 @@ class Waiter:
         woken = False
         for fd, _ in self._epoll.poll(self._sleep_limit(seconds)):
             if fd == self._pidfd:
-                self._publisher_dead = True
+                self._pid_says_dead()
             else:
                 woken = True
         return woken
@@ -218,7 +236,8 @@ class Waiter:
         # after a wake-up (cold caches); a message is taken to mean a datagram to drain.
         if got is None:
             woken, publisher_ended = self._reader.woke
-            self._publisher_dead = publisher_ended or self._publisher_dead
+            if publisher_ended and self._pidfd is not None:
+                self._pid_says_dead()
         else:
             woken = True
         self._wake_pending = woken or self._wake_pending
@@ -279,11 +298,11 @@ class Waiter:
         if self._pidfd is not None:
             probe = select.poll()
             probe.register(self._pidfd, select.POLLIN)
-            dead = bool(probe.poll(0))
+            if probe.poll(0):
+                self._pid_says_dead()
         else:
-            dead = not self._segment.lock_held()
-        self._publisher_dead = dead
-        return dead
+            self._publisher_dead = not self._segment.lock_held()
+        return self._publisher_dead
 
     def close(self, owner: bool) -> None:
         """Closes the socket, the epoll set and the pidfd; the *owner* (not a fork child that
