@@ -39,7 +39,7 @@ int sps_control_geometry(uint32_t max_subscribers, uint64_t *total_size)
 }
 
 int sps_control_init(void *base, uint64_t size, uint32_t max_subscribers, uint64_t epoch,
-                     const char *socket_dir)
+                     const char *socket_dir, uint64_t socket_dir_dev, uint64_t socket_dir_ino)
 {
     uint64_t total;
     int rc = sps_control_geometry(max_subscribers, &total);
@@ -59,6 +59,8 @@ int sps_control_init(void *base, uint64_t size, uint32_t max_subscribers, uint64
     h->id.epoch = epoch;
     h->id.total_size = total;
     memcpy(h->id.socket_dir, socket_dir, dir_len + 1);
+    h->id.socket_dir_dev = socket_dir_dev;
+    h->id.socket_dir_ino = socket_dir_ino;
     atomic_store_explicit(&h->id.magic, SPS_CONTROL_MAGIC, memory_order_release);
     return SPS_OK;
 }
@@ -102,6 +104,8 @@ int sps_control_open(struct sps_control *c, void *base, uint64_t size, struct sp
     info->epoch = id.epoch;
     info->total_size = id.total_size;
     memcpy(info->socket_dir, id.socket_dir, dir_len + 1);
+    info->socket_dir_dev = id.socket_dir_dev;
+    info->socket_dir_ino = id.socket_dir_ino;
     return SPS_OK;
 }
 

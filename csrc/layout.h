@@ -131,6 +131,11 @@ struct sps_control_identity {
     uint64_t epoch;           /* the data segment's epoch */
     uint64_t total_size;
     char socket_dir[SPS_SOCKET_DIR_MAX];
+    /* The socket directory's st_dev and st_ino as the publisher sees it (0, 0: not recorded),
+     * so that a subscriber in another mount namespace can tell whether the directory it sees
+     * under that path is the same one. */
+    uint64_t socket_dir_dev;
+    uint64_t socket_dir_ino;
 };
 
 struct sps_control_header {

@@ -6,6 +6,7 @@ hand. The child-process bodies the wake-up tests share are in children.py."""
 from __future__ import annotations
 
 import faulthandler
+import json
 import os
 import queue
 import random
@@ -14,6 +15,7 @@ import select
 import shutil
 import signal
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -549,3 +551,38 @@ def patched(data: bytes, offset: int, fmt: str, value: int) -> bytes:
 
 
 Raw = Callable[..., str]  # the conftest fixture raw: raw(data, control=None) -> the data segment's path
+
+
+# -- processes that report as JSON lines (other namespaces, where queues do not reach) ------
+
+
+def stop_process(proc: subprocess.Popen[str]) -> None:
+    """Kills *proc* if it still runs, reaps it, and closes its pipes."""
+    proc.kill()
+    proc.wait(10)
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            pipe.close()
+
+
+def report(**fields: Any) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+_REPORT_LINES: dict[int, queue.Queue[str]] = {}
+
+
+def read_report(proc: subprocess.Popen[str], timeout: float = 30) -> dict[str, Any]:
+    """The next line *proc* printed, as JSON; fails the test if none comes within *timeout*."""
+    if proc.pid not in _REPORT_LINES:
+        lines: queue.Queue[str] = queue.Queue()
+        _REPORT_LINES[proc.pid] = lines
+        assert proc.stdout is not None
+        stdout = proc.stdout
+        threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+    try:
+        line = _REPORT_LINES[proc.pid].get(timeout=timeout)
+    except queue.Empty:
+        pytest.fail(f"no report within {timeout} s (the process's exit status: {proc.poll()})")
+    report: dict[str, Any] = json.loads(line)
+    return report

@@ -54,11 +54,15 @@ NOT_RUN = {
     ("README.md", "shmpubsub bridge in prices --connect tcp://pubhost:5555 --as prices-remote"),
     ("README.md", "from shmpubsub.bridge import BridgeIn, BridgeOut, SupervisedBridge"),
     ("docs/reliability.md", "python tests/soak.py --rounds 300 --seed 7"),
+    ("docs/containers.md", "sudo install -d -m 0700 -o 1000 -g 1000 /srv/shmpubsub"),
 }
 #: Documents whose blocks are measurements taking minutes: checked, never run.
 MEASUREMENTS = {"docs/benchmarks.md"}
 
-LANGUAGES = {"python": "python", "sh": "sh", "bash": "sh", "console": "sh", "": None, "text": None}
+# Untagged, text and yaml blocks are diagrams and configuration: shown, never run.
+LANGUAGES = {
+    "python": "python", "sh": "sh", "bash": "sh", "console": "sh", "": None, "text": None, "yaml": None
+}
 MARKER = re.compile(r"<!--\s*snippet:\s*(.*?)\s*-->\s*$")
 FENCE = re.compile(r"^```(\S*)\s*$")
 TIMEOUT = 60.0

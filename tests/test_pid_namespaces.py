@@ -6,19 +6,16 @@ through `unshare --pid --fork --mount-proc` (root only)."""
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
 import pytest
-from helpers import wait_for
+from helpers import read_report, report, stop_process, wait_for
 
 import shmpubsub as sps
 from shmpubsub import admin, wakeup
@@ -61,38 +58,6 @@ def _in_new_namespace(function: str, *args: Any) -> subprocess.Popen[str]:
     )
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    """Kills *proc* if it still runs, reaps it, and closes its pipes."""
-    proc.kill()
-    proc.wait(10)
-    for pipe in (proc.stdin, proc.stdout):
-        if pipe is not None:
-            pipe.close()
-
-
-def _report(**fields: Any) -> None:
-    print(json.dumps(fields), flush=True)
-
-
-_LINES: dict[int, queue.Queue[str]] = {}
-
-
-def _read_report(proc: subprocess.Popen[str], timeout: float = 30) -> dict[str, Any]:
-    """The next line *proc* printed, as JSON; fails the test if none comes within *timeout*."""
-    if proc.pid not in _LINES:
-        lines: queue.Queue[str] = queue.Queue()
-        _LINES[proc.pid] = lines
-        assert proc.stdout is not None
-        stdout = proc.stdout
-        threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
-    try:
-        line = _LINES[proc.pid].get(timeout=timeout)
-    except queue.Empty:
-        pytest.fail(f"no report within {timeout} s (the process's exit status: {proc.poll()})")
-    report: dict[str, Any] = json.loads(line)
-    return report
-
-
 # -- what runs inside the namespace -------------------------------------------------------
 
 
@@ -100,20 +65,20 @@ def subscriber_inside(topic: str, count: int) -> int:
     """Attaches, says so, receives *count* messages by blocking receive(), then blocks until the
     publisher is gone and reports how it ended and when."""
     with sps.Subscriber(topic, start="oldest") as sub:
-        _report(pid=os.getpid(), end_reason=sub.end_reason)
+        report(pid=os.getpid(), end_reason=sub.end_reason)
         got = [sub.receive(timeout=30).data.decode() for _ in range(count)]
-        _report(got=got, end_reason=sub.end_reason)
+        report(got=got, end_reason=sub.end_reason)
         try:
             sub.receive(timeout=30)
         except sps.PublisherGone as e:
-            _report(gone=e.reason, at=time.monotonic())
+            report(gone=e.reason, at=time.monotonic())
     return 0
 
 
 def publisher_inside(topic: str) -> int:
     """Creates the topic, says so, publishes a message each time its stdin gives a line."""
     with sps.Publisher(topic, slots=16, slot_size=64) as pub:
-        _report(pid=os.getpid())
+        report(pid=os.getpid())
         for line in sys.stdin:
             pub.publish(line.strip().encode())
     return 0
@@ -133,30 +98,30 @@ def test_a_subscriber_in_another_namespace_receives_and_sees_a_crash(topic: str)
         env={**os.environ, "PYTHONPATH": HERE},
     )
     try:
-        assert _read_report(publisher)["pid"] == publisher.pid
+        assert read_report(publisher)["pid"] == publisher.pid
         inside = _in_new_namespace("subscriber_inside", topic, 3)
         try:
-            first = _read_report(inside)
+            first = read_report(inside)
             assert first == {"pid": 1, "end_reason": None}  # no false crash
             assert publisher.stdin is not None
             for i in range(3):
                 time.sleep(0.05)  # the subscriber sleeps in between: each message wakes it
                 publisher.stdin.write(f"m{i}\n")
                 publisher.stdin.flush()
-            assert _read_report(inside) == {"got": ["m0", "m1", "m2"], "end_reason": None}
+            assert read_report(inside) == {"got": ["m0", "m1", "m2"], "end_reason": None}
             time.sleep(0.2)  # blocked in its last receive
             publisher.kill()
             publisher.wait(10)
             died = time.monotonic()
-            ended = _read_report(inside)
+            ended = read_report(inside)
             assert ended["gone"] == "crashed"
             print(f"\ncrash noticed across the namespace {1e3 * (ended['at'] - died):.1f} ms after it")
             assert ended["at"] - died < 0.1 + 0.4 * SCALE
             assert inside.wait(10) == 0
         finally:
-            _stop(inside)
+            stop_process(inside)
     finally:
-        _stop(publisher)
+        stop_process(publisher)
         with sps.Publisher(topic):  # takes the dead topic over, then removes it on close
             pass
 
@@ -172,7 +137,7 @@ def test_a_publisher_in_another_namespace_is_alive_to_subscribers_and_tools_here
         env={**os.environ, "PYTHONPATH": HERE},
     )
     try:
-        assert _read_report(inside)["pid"] == 1  # the header's pid names nobody here (or init)
+        assert read_report(inside)["pid"] == 1  # the header's pid names nobody here (or init)
         assert inside.stdin is not None
         with sps.Subscriber(topic) as sub:
             assert sub.end_reason is None
@@ -194,7 +159,7 @@ def test_a_publisher_in_another_namespace_is_alive_to_subscribers_and_tools_here
             assert noticed - died < 0.1 + 0.4 * SCALE
         assert admin.topic_info(topic).state == "dead"
     finally:
-        _stop(inside)
+        stop_process(inside)
         with sps.Publisher(topic):  # takes the dead topic over, then removes it on close
             pass
 
@@ -203,7 +168,7 @@ def test_a_subscriber_the_publisher_cannot_see_is_never_reclaimed_while_it_lives
     with sps.Publisher(topic, slots=16, slot_size=64, max_subscribers=2) as pub:
         inside = _in_new_namespace("subscriber_inside", topic, 1)
         try:
-            assert _read_report(inside)["end_reason"] is None
+            assert read_report(inside)["end_reason"] is None
             wait_for(lambda: any(e.asleep for e in pub.subscribers), 10, "the foreign subscriber to sleep")
             with sps.Subscriber(topic):
                 # Full: the publisher reaps what looks dead before refusing. The foreign pid looks
@@ -214,7 +179,7 @@ def test_a_subscriber_the_publisher_cannot_see_is_never_reclaimed_while_it_lives
                 (status,) = [s for s in admin.topic_info(topic).subscriber_details or () if s.pid == 1]
                 assert status.alive
             pub.publish(b"still here")
-            assert _read_report(inside)["got"] == ["still here"]
+            assert read_report(inside)["got"] == ["still here"]
             (foreign,) = pub.subscribers
             inside.send_signal(signal.SIGKILL)  # unshare, and with it the subscriber inside
             inside.wait(10)
@@ -227,4 +192,4 @@ def test_a_subscriber_the_publisher_cannot_see_is_never_reclaimed_while_it_lives
                 pub.publish(b"to the living")
                 assert last.receive(timeout=10).data == b"to the living"
         finally:
-            _stop(inside)
+            stop_process(inside)

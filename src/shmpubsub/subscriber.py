@@ -7,13 +7,14 @@ import errno
 import os
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import arrays, filebacked, lifecycle
+from . import arrays, filebacked, lifecycle, wakeup
 from ._core.header import FileBackedTopic
 from ._core.lib import Buffer, release
 from ._core.ring import RESYNC_MODES, START_MODES, Reader
@@ -43,6 +44,15 @@ def _check_wait(wait: object) -> float | None:
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait >= 0:
         raise InvalidArgument(f"wait must be None or seconds >= 0 (math.inf: for ever), not {wait!r}")
     return float(wait)
+
+
+def _warn_passive(topic: str, why: str) -> None:
+    message = (
+        f"topic {topic!r}: {why}: this subscriber cannot be woken, so its waits poll the ring (at "
+        "most 1 ms apart) and it has no fileno(); share the directory with the publisher "
+        "(SHMPUBSUB_RUNTIME_DIR) to sleep until woken"
+    )
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 _live: weakref.WeakSet[SubscriberBase] = weakref.WeakSet()
@@ -164,7 +174,11 @@ class SubscriberBase(Handle):
                 control = lifecycle.attach_control(self.topic, self.header.epoch, optional=by_path)
                 if control is not None:
                     self._control_segment, self._control_base, entries = control
-                    self._waiter.register(entries)
+                    unshared = wakeup.unshared_socket_dir(entries)
+                    if unshared is None:
+                        self._waiter.register(entries)
+                    else:
+                        _warn_passive(self.topic, unshared)
             self._waiter.watch_publisher()
         except BaseException:
             self._release()

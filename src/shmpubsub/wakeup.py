@@ -77,6 +77,19 @@ def check_private_dir(path: str) -> None:
         )
 
 
+def unshared_socket_dir(control: Control) -> str | None:
+    """Why the socket directory named in *control* cannot carry wake-ups between its publisher
+    and us, or None if it can: it does not exist here, or it is another directory than the
+    publisher's under the same path (a container that shares /dev/shm but not the directory)."""
+    try:
+        st = os.stat(control.socket_dir)
+    except FileNotFoundError:
+        return f"its socket directory {control.socket_dir} does not exist here"
+    if control.socket_dir_id is not None and (st.st_dev, st.st_ino) != control.socket_dir_id:
+        return f"{control.socket_dir} here is another directory than its publisher's (not shared with it)"
+    return None
+
+
 class Waker:
     """The publisher's side: one datagram to each subscriber that asked for a wake-up. The
     sends are made in C (csrc/wake.c), by publish() itself; a send that failed comes back here,

@@ -25,12 +25,15 @@ def control_geometry(max_subscribers: int) -> int:
     return int(total[0])
 
 
-def init_control(base: Any, size: int, max_subscribers: int, epoch: int, socket_dir: str) -> None:
-    """Writes a fresh control segment for the ring of *epoch*."""
+def init_control(
+    base: Any, size: int, max_subscribers: int, epoch: int, socket_dir: str, socket_dir_id: tuple[int, int]
+) -> None:
+    """Writes a fresh control segment for the ring of *epoch*; *socket_dir_id* is the socket
+    directory's (st_dev, st_ino)."""
     encoded = socket_dir.encode()
     if len(encoded) >= SOCKET_DIR_MAX:  # pragma: no cover - socket_dir() keeps it short
         raise InvalidArgument(f"socket directory {socket_dir!r} is too long")
-    rc = lib.sps_control_init(base, size, max_subscribers, epoch, encoded)
+    rc = lib.sps_control_init(base, size, max_subscribers, epoch, encoded, *socket_dir_id)
     if rc != lib.SPS_OK:  # pragma: no cover
         raise InvalidArgument(f"cannot initialise a control segment (code {rc})")
 
@@ -38,7 +41,7 @@ def init_control(base: Any, size: int, max_subscribers: int, epoch: int, socket_
 class Control:
     """A validated control segment: subscriber entries and the sleepers bitmap."""
 
-    __slots__ = ("epoch", "max_subscribers", "socket_dir", "struct")
+    __slots__ = ("epoch", "max_subscribers", "socket_dir", "socket_dir_id", "struct")
 
     def __init__(self, base: Any, size: int, what: str) -> None:
         #: The C handle (``struct sps_control``), for the writer, reader and waker it binds.
@@ -50,6 +53,10 @@ class Control:
         self.epoch = int(info.epoch)
         self.max_subscribers = int(info.max_subscribers)
         self.socket_dir = ffi.string(info.socket_dir).decode(errors="replace")
+        #: The socket directory's (st_dev, st_ino) as its publisher saw it; None if not recorded.
+        self.socket_dir_id = (
+            (int(info.socket_dir_dev), int(info.socket_dir_ino)) if info.socket_dir_ino else None
+        )
 
     def claim(self, token: int, pid: int, start_time: int) -> int | None:
         """Takes a free entry for *token* (odd): its index, or None if all are taken."""

@@ -1,0 +1,93 @@
+"""A subscriber in a container that shares /dev/shm with the publisher but not the wake-up
+socket directory: it must not wait for wake-ups that never come. It warns, and polls instead.
+The container is a mount namespace (`unshare --mount`, root only) where the directory is hidden
+or replaced by another under the same path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+
+import pytest
+from helpers import read_report, report, stop_process
+
+import shmpubsub as sps
+from shmpubsub import wakeup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _why_not() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (unshare --mount)"
+    if shutil.which("unshare") is None:
+        return "needs unshare (util-linux)"
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        return f"unshare --mount fails here: {probe.stderr.strip()}"
+    return None
+
+
+REASON = _why_not()
+if REASON is not None:
+    print(f"\ntest_containers: skipped: {REASON}", file=sys.stderr)
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+
+
+def passive_subscriber(topic: str) -> int:
+    """Attaches (reporting the warning it gave), then receives two messages by blocking calls."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sub = sps.Subscriber(topic, start="oldest")
+    with sub:
+        report(warnings=[str(w.message) for w in caught if w.category is RuntimeWarning])
+        got = [sub.receive(timeout=10).data.decode() for _ in range(2)]
+        try:
+            sub.fileno()
+        except sps.ShmPubSubError as e:
+            report(got=got, fileno=str(e))
+    return 0
+
+
+def _in_container(topic: str, mount_over: str) -> subprocess.Popen[str]:
+    """The subscriber, in a mount namespace where an empty private tmpfs covers *mount_over*."""
+    run = f"import sys, test_containers as t; sys.exit(t.passive_subscriber({topic!r}))"
+    script = 'mount -t tmpfs -o mode=700 tmpfs "$1" && exec "$2" -c "$3"'
+    unshare = ["unshare", "--mount", "--propagation", "private"]
+    return subprocess.Popen(
+        [*unshare, "sh", "-c", script, "sh", mount_over, sys.executable, run],
+        cwd=HERE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": HERE},
+    )
+
+
+@pytest.mark.parametrize("where", ["another directory under the same path", "no such directory"])
+def test_without_the_publishers_socket_directory_a_subscriber_polls(topic: str, where: str) -> None:
+    sockets = wakeup.socket_dir()
+    # Covering the directory itself gives the subscriber another one under its path; covering
+    # its parent leaves none at all.
+    mount_over = sockets if where.startswith("another") else os.path.dirname(sockets)
+    with sps.Publisher(topic, slots=8, slot_size=64) as pub:
+        inside = _in_container(topic, mount_over)
+        try:
+            (warning,) = read_report(inside)["warnings"]
+            another = where.startswith("another")
+            why = "another directory than its publisher's" if another else "does not exist"
+            assert why in warning and "poll the ring" in warning
+            assert pub.subscribers == []  # it claimed no entry: nobody will try to wake it
+            pub.publish(b"one")
+            time.sleep(0.2)  # it waits for the second one, polling
+            pub.publish(b"two")
+            ended = read_report(inside)
+            assert ended["got"] == ["one", "two"]
+            assert "cannot register for wake-ups" in ended["fileno"]
+            assert inside.wait(10) == 0
+            assert pub.wakeup_failures == 0
+        finally:
+            stop_process(inside)
