@@ -38,8 +38,10 @@ int sps_control_geometry(uint32_t max_subscribers, uint64_t *total_size)
     return SPS_OK;
 }
 
+/* where: the socket directory's st_dev and st_ino, the publisher's PID and mount namespace
+ * inodes (any may be 0: unknown). */
 int sps_control_init(void *base, uint64_t size, uint32_t max_subscribers, uint64_t epoch,
-                     const char *socket_dir, uint64_t socket_dir_dev, uint64_t socket_dir_ino)
+                     const char *socket_dir, const uint64_t where[4])
 {
     uint64_t total;
     int rc = sps_control_geometry(max_subscribers, &total);
@@ -59,8 +61,10 @@ int sps_control_init(void *base, uint64_t size, uint32_t max_subscribers, uint64
     h->id.epoch = epoch;
     h->id.total_size = total;
     memcpy(h->id.socket_dir, socket_dir, dir_len + 1);
-    h->id.socket_dir_dev = socket_dir_dev;
-    h->id.socket_dir_ino = socket_dir_ino;
+    h->id.socket_dir_dev = where[0];
+    h->id.socket_dir_ino = where[1];
+    h->id.pid_ns = where[2];
+    h->id.mnt_ns = where[3];
     atomic_store_explicit(&h->id.magic, SPS_CONTROL_MAGIC, memory_order_release);
     return SPS_OK;
 }
@@ -106,6 +110,8 @@ int sps_control_open(struct sps_control *c, void *base, uint64_t size, struct sp
     memcpy(info->socket_dir, id.socket_dir, dir_len + 1);
     info->socket_dir_dev = id.socket_dir_dev;
     info->socket_dir_ino = id.socket_dir_ino;
+    info->pid_ns = id.pid_ns;
+    info->mnt_ns = id.mnt_ns;
     return SPS_OK;
 }
 

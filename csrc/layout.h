@@ -136,6 +136,11 @@ struct sps_control_identity {
      * under that path is the same one. */
     uint64_t socket_dir_dev;
     uint64_t socket_dir_ino;
+    /* The publisher's PID and mount namespaces (inodes of /proc/self/ns/pid and .../mnt; 0:
+     * not recorded): its pid means something only in its own PID namespace, and the socket
+     * directory is the same directory only within its mount namespace (or one sharing it). */
+    uint64_t pid_ns;
+    uint64_t mnt_ns;
 };
 
 struct sps_control_header {

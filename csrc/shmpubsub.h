@@ -159,6 +159,8 @@ struct sps_control_info {
     char socket_dir[96];      /* SPS_SOCKET_DIR_MAX, NUL-terminated */
     uint64_t socket_dir_dev;  /* the directory's st_dev and st_ino for its publisher (0, 0: unknown) */
     uint64_t socket_dir_ino;
+    uint64_t pid_ns;          /* the publisher's PID and mount namespace inodes (0: unknown) */
+    uint64_t mnt_ns;
 };
 
 /* A wake-up that could not be sent: the subscriber's entry, its token and the errno. */
@@ -336,7 +338,7 @@ int64_t sps_sleep_take(struct sps_reader *r, int timeout_ms);
  * indices are bounds-checked, tokens only ever become numbers in a socket name. */
 int sps_control_geometry(uint32_t max_subscribers, uint64_t *total_size);
 int sps_control_init(void *base, uint64_t size, uint32_t max_subscribers, uint64_t epoch,
-                     const char *socket_dir, uint64_t socket_dir_dev, uint64_t socket_dir_ino);
+                     const char *socket_dir, const uint64_t where[4]);
 int sps_control_open(struct sps_control *c, void *base, uint64_t size, struct sps_control_info *info);
 /* Claims a free entry for token: its index, or SPS_FULL. */
 int sps_control_claim(struct sps_control *c, uint64_t token, int64_t pid, uint64_t start_time);

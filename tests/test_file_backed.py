@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import time_limit
@@ -194,6 +195,41 @@ def test_flush_misuse(topic: str, tmp_path: Path) -> None:
         sps.Publisher(topic, path=tmp_path)
     with pytest.raises(sps.SegmentError):
         sps.Publisher(topic, path=tmp_path / "missing" / "r.ring")
+
+
+def _publish_then_wait_for_sigkill(topic: str, path: str, ready: Any) -> None:
+    pub = sps.Publisher(topic, slots=8, slot_size=64, path=path)
+    pub.publish(b"from the first")
+    ready.set()
+    time.sleep(60)
+
+
+def test_a_publisher_killed_and_at_once_replaced_on_its_ring_file_ends_the_stream(
+    topic: str, tmp_path: Path
+) -> None:
+    """The new publisher holds the file's lock before the subscriber looks: the first one's
+    death, which its pidfd reports, must still end the stream (in one PID namespace the pid is
+    trusted; the lock would say "alive")."""
+    import multiprocessing
+
+    path = str(tmp_path / "r.ring")
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    first = ctx.Process(target=_publish_then_wait_for_sigkill, args=(topic, path, ready), daemon=True)
+    first.start()
+    try:
+        assert ready.wait(30)
+        with sps.Subscriber(topic, start="oldest") as sub:
+            assert sub.receive(timeout=5).data == b"from the first"
+            os.kill(first.pid, signal.SIGKILL)
+            first.join(10)
+            with sps.Publisher(topic, slots=8, slot_size=64, path=path):  # takes the file over
+                with pytest.raises(sps.PublisherGone) as gone:
+                    sub.receive(timeout=5)
+                assert gone.value.reason == "crashed"
+    finally:
+        first.kill()
+        first.join(10)
 
 
 def test_a_fork_child_leaves_the_ring_file_to_its_parent(topic: str, tmp_path: Path) -> None:

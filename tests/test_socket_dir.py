@@ -86,3 +86,27 @@ def test_subscriber_refuses_a_socket_directory_opened_up_later(
         finally:
             os.chmod(chosen, 0o700)
     assert [n for n in os.listdir(chosen) if n.startswith(PREFIX)] == []
+
+
+def test_a_socket_directory_made_again_in_the_same_mount_namespace_still_carries_wakeups(
+    topic: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within one mount namespace the path is what counts: a directory removed and made again
+    (a tmpfs remounted, a cleaner that removed it) is another inode but still the one the
+    publisher sends to, so subscribers keep sleeping until woken instead of polling."""
+    import warnings
+
+    sockets = str(tmp_path / "sockets")
+    monkeypatch.setenv("SHMPUBSUB_RUNTIME_DIR", sockets)
+    with Publisher(topic) as pub:
+        os.rename(sockets, sockets + ".old")  # the old one still exists: the new gets another inode
+        os.mkdir(sockets, 0o700)
+        os.rmdir(sockets + ".old")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "cannot be woken" warning
+            with Subscriber(topic) as sub:
+                sub.fileno()
+                assert sub.try_receive() is None  # armed: asleep until woken
+                pub.publish(b"wakes it")
+                assert pub.wakeups_sent == 1
+                assert sub.receive(timeout=5).data == b"wakes it"

@@ -63,3 +63,12 @@ def boot_id() -> bytes:
             return bytes.fromhex(f.read().decode().strip().replace("-", ""))
     except (OSError, ValueError):
         return _NO_BOOT_ID
+
+
+def namespace(kind: str) -> int:
+    """This process's namespace of *kind* ("pid", "mnt"): the inode of /proc/self/ns/KIND, which
+    is the same for every process in it; 0 if it cannot be read."""
+    try:
+        return os.stat(f"/proc/self/ns/{kind}").st_ino
+    except OSError:
+        return 0

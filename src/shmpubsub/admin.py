@@ -423,6 +423,7 @@ def _describe(
     assert header is not None
     problem: str | None = None
     subscribers: list[SubscriberInfo] | None = None
+    probe_sockets = False
     socket_dir = ""
     max_subscribers: int | None = None
     control_size = 0
@@ -434,6 +435,7 @@ def _describe(
             else:
                 subscribers = control.entries()
                 socket_dir = control.socket_dir
+                probe_sockets = wakeup.unshared_socket_dir(control) is None
                 max_subscribers = control.max_subscribers
                 control_size = _file_size(_path(topic, CONTROL_SUFFIX))
     except TopicNotFound:
@@ -447,7 +449,9 @@ def _describe(
 
     statuses: tuple[SubscriberStatus, ...] | None = None
     if details and subscribers is not None:
-        statuses = tuple(_status(entry, header.write_seq, socket_dir) for entry in subscribers)
+        statuses = tuple(
+            _status(entry, header.write_seq, socket_dir if probe_sockets else None) for entry in subscribers
+        )
     return TopicInfo(
         topic,
         path,
@@ -504,13 +508,15 @@ def _foreign_control(segment: Segment) -> str | None:
     return None
 
 
-def _status(entry: SubscriberInfo, write_seq: int, socket_dir: str) -> SubscriberStatus:
+def _status(entry: SubscriberInfo, write_seq: int, socket_dir: str | None) -> SubscriberStatus:
     # pid 0: an entry claimed an instant ago, its pid not yet written; count it alive. A pid
     # that names no live process here may be another PID namespace's: a subscriber whose
-    # wake-up socket something is bound to lives all the same.
+    # wake-up socket something is bound to lives all the same, and where its socket cannot be
+    # probed from here (*socket_dir* None), it is not judged dead.
     alive = (
         entry.pid == 0
         or _proc.is_alive(entry.pid, entry.start_time)
+        or socket_dir is None
         or wakeup.socket_alive(os.path.join(socket_dir, socket_name(entry.token)))
     )
     lag = max(0, write_seq - entry.read_pos)
@@ -701,6 +707,10 @@ def _reap(
         with _mapped_control(topic, writable=not dry_run) as control:
             if epoch is not None and control.epoch != epoch:
                 return []  # re-created since we looked: the next run will see it
+            unshared = wakeup.unshared_socket_dir(control)
+            if unshared is not None:  # its subscribers' sockets cannot be probed from here
+                log.info("%s: %s; its subscribers were not checked", path, unshared)
+                return []
             socket_dirs.add(control.socket_dir)
             for entry in _dead_entries(control, left_by):
                 sock = os.path.join(control.socket_dir, socket_name(entry.token))

@@ -41,7 +41,8 @@ class Publisher(publisher.Publisher):
 class Subscriber(subscriber.SubscriberBase):
     """Like :class:`shmpubsub.Subscriber`, with ``await receive()`` and ``async for``.
 
-    Takes the same arguments. The calls that never wait (``try_receive``, ``try_receive_many``,
+    Takes the same arguments, but for ``wait`` (waiting for the topic would block the event
+    loop). The calls that never wait (``try_receive``, ``try_receive_many``,
     ``receive_into``, ``latest``) and the state (``lost``, ``end_reason``, ...) are the
     synchronous ones.
 

@@ -331,7 +331,7 @@ class NameWatch:
             if remaining <= 0:
                 return False
             # poll() takes at most about 24 days in milliseconds; a longer wait polls again.
-            limit = None if math.isinf(remaining) else min(math.ceil(remaining * 1000), 2**31 - 1)
+            limit = None if math.isinf(remaining) else math.ceil(min(remaining, 2_000_000.0) * 1000)
             if poller.poll(limit) and self._appeared():
                 return True
 

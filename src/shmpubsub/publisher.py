@@ -116,10 +116,8 @@ class Publisher(Handle):
             self._control_segment.size(control_total)
             self._control_base = pointer_to(self._control_segment.map(), writable=True)
             sockets_stat = os.stat(sockets)
-            init_control(
-                self._control_base, control_total, max_subscribers, self.epoch, sockets,
-                (sockets_stat.st_dev, sockets_stat.st_ino),
-            )
+            where = (sockets_stat.st_dev, sockets_stat.st_ino, _proc.namespace("pid"), _proc.namespace("mnt"))
+            init_control(self._control_base, control_total, max_subscribers, self.epoch, sockets, where)
             self._control = Control(self._control_base, control_total, f"topic {self.topic!r}")
             incarnation = {
                 "epoch": self.epoch,

@@ -4,6 +4,7 @@ wake-up socket for when there is nothing to read."""
 from __future__ import annotations
 
 import errno
+import math
 import os
 import threading
 import time
@@ -43,7 +44,7 @@ def _check_wait(wait: object) -> float | None:
         return None
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait >= 0:
         raise InvalidArgument(f"wait must be None or seconds >= 0 (math.inf: for ever), not {wait!r}")
-    return float(wait)
+    return math.inf if wait > 1e9 else float(wait)  # past about thirty years: for ever
 
 
 def _warn_passive(topic: str, why: str) -> None:
@@ -108,7 +109,7 @@ class SubscriberBase(Handle):
                     self._attach(topic, ring_path, start, lapped, spin_us)
                     break
                 except TopicNotFound:
-                    if deadline is None:
+                    if deadline is None or wait == 0:
                         raise
                     if watch is None:  # armed before one more look: nothing created meanwhile is missed
                         watch = lifecycle.NameWatch(*self._names(ring_path))
@@ -170,16 +171,18 @@ class SubscriberBase(Handle):
             # On another user's topic the subscriber stays passive (it writes nothing of
             # theirs, not even as root): it reads, and its waits poll instead of sleeping on a
             # socket. So it does for a ring file opened by path whose publisher is gone.
+            pid_ns = None
             if self._segment.ours:
                 control = lifecycle.attach_control(self.topic, self.header.epoch, optional=by_path)
                 if control is not None:
                     self._control_segment, self._control_base, entries = control
+                    pid_ns = entries.pid_ns
                     unshared = wakeup.unshared_socket_dir(entries)
                     if unshared is None:
                         self._waiter.register(entries)
                     else:
                         _warn_passive(self.topic, unshared)
-            self._waiter.watch_publisher()
+            self._waiter.watch_publisher(pid_ns)
         except BaseException:
             self._release()
             for name in ("_reader", "_waiter", "_base"):  # released: a next attempt starts bare

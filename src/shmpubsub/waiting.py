@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import select
+import threading
 import time
 from collections.abc import Callable
 from typing import Final, TypeVar
@@ -75,6 +76,8 @@ class Waiter:
         self._end_reason: str | None = None
         self._wake: wakeup.WakeSocket | None = None
         self._pidfd: int | None = None
+        self._pidfd_lock = threading.Lock()
+        self._confirm_by_lock = True  # see watch_publisher
         self._epoll: select.epoll | None = None
 
     # -- setting up ----------------------------------------------------------------
@@ -89,14 +92,20 @@ class Waiter:
         self._epoll.register(self._wake.sock.fileno(), select.EPOLLIN)
         self._reader.watch(self._epoll.fileno(), self._wake.sock.fileno())
 
-    def watch_publisher(self) -> None:
-        """A pidfd turns readable when the publisher's process ends, without any polling. The
-        start time is checked after opening it, so a reused pid cannot pass for the publisher.
+    def watch_publisher(self, pid_ns: int | None) -> None:
+        """Watches the publisher's end. *pid_ns* is the publisher's PID namespace, from its
+        control segment (None: not known, as for a passive subscriber).
 
-        The pid in the header is the publisher's in its own PID namespace only: seen from
-        another (a container sharing /dev/shm), it names nobody or another process. So what the
-        pid says of a death is confirmed by the single-writer lock, which holds across
-        namespaces (:meth:`_pid_says_dead`)."""
+        In the publisher's own PID namespace, a pidfd turns readable when its process ends,
+        without any polling (its start time is checked after opening it, so a reused pid cannot
+        pass for it). From another PID namespace (a container sharing /dev/shm) the pid names
+        nobody, or another process: the single-writer lock, which holds across namespaces, is
+        polled instead (LIVENESS_POLL apart). Where the namespace is not known, a death the pid
+        reports is confirmed by the lock (:meth:`_pid_says_dead`)."""
+        ours = _proc.namespace("pid")
+        if pid_ns is not None and ours and pid_ns != ours:
+            return  # the pid means nothing here: _ended() probes the lock
+        self._confirm_by_lock = pid_ns is None or not ours
         pid, started = self._header.publisher_pid, self._header.publisher_start_time
         try:
             with descriptors_needed(f"topic {self._topic!r}: cannot watch the publisher's process"):
@@ -110,21 +119,23 @@ class Waiter:
             return  # no pidfds here: blocked waits re-check the publisher's lock instead
         if self._epoll is not None:
             self._epoll.register(self._pidfd, select.EPOLLIN)
-        if not _proc.is_alive(pid, started):  # the pid was reused, or is another namespace's
+        if not _proc.is_alive(pid, started):  # the pid was reused (or is another namespace's)
             self._pid_says_dead()
 
     def _pid_says_dead(self) -> None:
-        """The publisher's pid, or its pidfd, says it is gone: the lock decides. If someone
-        still holds it, the pid is not the publisher as seen from here; its pidfd is dropped,
-        and the publisher's liveness is judged by the lock from now on, LIVENESS_POLL apart."""
-        if not self._segment.lock_held():
+        """The publisher's pid, or its pidfd, says it is gone. Where the publisher's PID
+        namespace is not known to be ours, the lock decides: if someone still holds it, the pid
+        is not the publisher as seen from here; its pidfd is dropped, and the publisher's
+        liveness is judged by the lock from now on, LIVENESS_POLL apart."""
+        if not self._confirm_by_lock or not self._segment.lock_held():
             self._publisher_dead = True
             return
-        pidfd, self._pidfd = self._pidfd, None
-        if pidfd is not None:
-            if self._epoll is not None:
-                self._epoll.unregister(pidfd)
-            os.close(pidfd)
+        with self._pidfd_lock:  # two threads waiting on one subscriber may both get here
+            pidfd, self._pidfd = self._pidfd, None
+            if pidfd is not None:
+                if self._epoll is not None:
+                    self._epoll.unregister(pidfd)
+                os.close(pidfd)
 
     def fileno(self) -> int:
         """The epoll descriptor, for selectors and event loops; from now on an empty read asks
@@ -132,8 +143,8 @@ class Waiter:
         if self._epoll is None:
             raise ShmPubSubError(
                 f"topic {self._topic!r}: this subscriber cannot register for wake-ups (the topic belongs "
-                "to another user, or, for a ring file, its publisher is gone), so it has no descriptor "
-                "to wait on"
+                "to another user, its publisher's socket directory is not shared with it, or, for a "
+                "ring file, its publisher is gone), so it has no descriptor to wait on"
             )
         self.selectable = True
         return self._epoll.fileno()

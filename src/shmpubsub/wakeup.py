@@ -79,13 +79,18 @@ def check_private_dir(path: str) -> None:
 
 def unshared_socket_dir(control: Control) -> str | None:
     """Why the socket directory named in *control* cannot carry wake-ups between its publisher
-    and us, or None if it can: it does not exist here, or it is another directory than the
-    publisher's under the same path (a container that shares /dev/shm but not the directory)."""
+    and us, or None if it can: it does not exist here, or, seen from another mount namespace
+    (a container that shares /dev/shm), it is another directory than the publisher's under the
+    same path. Within one mount namespace the path is what counts: a directory removed and made
+    again is still the one the publisher sends to."""
     try:
         st = os.stat(control.socket_dir)
     except FileNotFoundError:
         return f"its socket directory {control.socket_dir} does not exist here"
-    if control.socket_dir_id is not None and (st.st_dev, st.st_ino) != control.socket_dir_id:
+    except OSError as e:
+        return f"its socket directory {control.socket_dir} cannot be used here ({e.strerror})"
+    elsewhere = control.mnt_ns is None or control.mnt_ns != _proc.namespace("mnt")
+    if elsewhere and control.socket_dir_id is not None and (st.st_dev, st.st_ino) != control.socket_dir_id:
         return f"{control.socket_dir} here is another directory than its publisher's (not shared with it)"
     return None
 

@@ -462,7 +462,7 @@ int main(int argc, char **argv)
     memset(control_segment, 0, control_size);
     struct sps_control_info info;
     if (sps_header_init(segment, segment_size, SLOTS, SLOT_SIZE, 1, 1, 0, 0) != SPS_OK
-        || sps_control_init(control_segment, control_size, MAX_SUBSCRIBERS, 1, "/nonexistent", 0, 0) != SPS_OK
+        || sps_control_init(control_segment, control_size, MAX_SUBSCRIBERS, 1, "/nonexistent", (const uint64_t[4]){0}) != SPS_OK
         || sps_control_open(&control, control_segment, control_size, &info) != SPS_OK
         || sps_writer_init(&writer, segment, segment_size) != SPS_OK) {
         fprintf(stderr, "ring_stress: cannot set up the segments\n");

@@ -26,14 +26,15 @@ def control_geometry(max_subscribers: int) -> int:
 
 
 def init_control(
-    base: Any, size: int, max_subscribers: int, epoch: int, socket_dir: str, socket_dir_id: tuple[int, int]
+    base: Any, size: int, max_subscribers: int, epoch: int, socket_dir: str, where: tuple[int, int, int, int]
 ) -> None:
-    """Writes a fresh control segment for the ring of *epoch*; *socket_dir_id* is the socket
-    directory's (st_dev, st_ino)."""
+    """Writes a fresh control segment for the ring of *epoch*. *where* says where its publisher
+    is: the socket directory's st_dev and st_ino, the publisher's PID and mount namespaces (0:
+    unknown)."""
     encoded = socket_dir.encode()
     if len(encoded) >= SOCKET_DIR_MAX:  # pragma: no cover - socket_dir() keeps it short
         raise InvalidArgument(f"socket directory {socket_dir!r} is too long")
-    rc = lib.sps_control_init(base, size, max_subscribers, epoch, encoded, *socket_dir_id)
+    rc = lib.sps_control_init(base, size, max_subscribers, epoch, encoded, ffi.new("uint64_t[4]", where))
     if rc != lib.SPS_OK:  # pragma: no cover
         raise InvalidArgument(f"cannot initialise a control segment (code {rc})")
 
@@ -41,7 +42,7 @@ def init_control(
 class Control:
     """A validated control segment: subscriber entries and the sleepers bitmap."""
 
-    __slots__ = ("epoch", "max_subscribers", "socket_dir", "socket_dir_id", "struct")
+    __slots__ = ("epoch", "max_subscribers", "mnt_ns", "pid_ns", "socket_dir", "socket_dir_id", "struct")
 
     def __init__(self, base: Any, size: int, what: str) -> None:
         #: The C handle (``struct sps_control``), for the writer, reader and waker it binds.
@@ -57,6 +58,9 @@ class Control:
         self.socket_dir_id = (
             (int(info.socket_dir_dev), int(info.socket_dir_ino)) if info.socket_dir_ino else None
         )
+        #: The publisher's PID and mount namespaces (inodes); None if not recorded.
+        self.pid_ns: int | None = int(info.pid_ns) or None
+        self.mnt_ns: int | None = int(info.mnt_ns) or None
 
     def claim(self, token: int, pid: int, start_time: int) -> int | None:
         """Takes a free entry for *token* (odd): its index, or None if all are taken."""
