@@ -586,3 +586,35 @@ def read_report(proc: subprocess.Popen[str], timeout: float = 30) -> dict[str, A
         pytest.fail(f"no report within {timeout} s (the process's exit status: {proc.poll()})")
     report: dict[str, Any] = json.loads(line)
     return report
+
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def unshare_unavailable(*flags: str) -> str | None:
+    """Why ``unshare FLAGS true`` cannot run here (the tests of other namespaces need root), or None."""
+    if os.geteuid() != 0:
+        return f"needs root (unshare {' '.join(flags)})"
+    if shutil.which("unshare") is None:
+        return "needs unshare (util-linux)"
+    probe = subprocess.run(["unshare", *flags, "true"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        return f"unshare {' '.join(flags)} fails here: {probe.stderr.strip()}"
+    return None
+
+
+def run_function(
+    module: str, function: str, *args: Any, prefix: tuple[str, ...] = (), stdin: bool = False
+) -> subprocess.Popen[str]:
+    """Runs *function* of the test *module* with *args* in a new Python process, after the
+    command *prefix* (``unshare ...``), its exit status the function's; its stdout is a pipe
+    (read_report), and so is its stdin with *stdin*."""
+    code = f"import sys, {module} as t; sys.exit(t.{function}(*{args!r}))"
+    return subprocess.Popen(
+        [*prefix, sys.executable, "-c", code],
+        cwd=TESTS_DIR,
+        stdin=subprocess.PIPE if stdin else None,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": TESTS_DIR},
+    )

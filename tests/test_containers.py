@@ -6,33 +6,18 @@ or replaced by another under the same path."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
 import warnings
 
 import pytest
-from helpers import read_report, report, stop_process
+from helpers import read_report, report, run_function, stop_process, unshare_unavailable
 
 import shmpubsub as sps
 from shmpubsub import wakeup
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _why_not() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (unshare --mount)"
-    if shutil.which("unshare") is None:
-        return "needs unshare (util-linux)"
-    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True, text=True, check=False)
-    if probe.returncode != 0:
-        return f"unshare --mount fails here: {probe.stderr.strip()}"
-    return None
-
-
-REASON = _why_not()
+REASON = unshare_unavailable("--mount")
 if REASON is not None:
     print(f"\ntest_containers: skipped: {REASON}", file=sys.stderr)
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -55,16 +40,9 @@ def passive_subscriber(topic: str) -> int:
 
 def _in_container(topic: str, mount_over: str) -> subprocess.Popen[str]:
     """The subscriber, in a mount namespace where an empty private tmpfs covers *mount_over*."""
-    run = f"import sys, test_containers as t; sys.exit(t.passive_subscriber({topic!r}))"
-    script = 'mount -t tmpfs -o mode=700 tmpfs "$1" && exec "$2" -c "$3"'
-    unshare = ["unshare", "--mount", "--propagation", "private"]
-    return subprocess.Popen(
-        [*unshare, "sh", "-c", script, "sh", mount_over, sys.executable, run],
-        cwd=HERE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": HERE},
-    )
+    script = 'mount -t tmpfs -o mode=700 tmpfs "$1" && shift && exec "$@"'
+    prefix = ("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", mount_over)
+    return run_function("test_containers", "passive_subscriber", topic, prefix=prefix)
 
 
 @pytest.mark.parametrize("where", ["another directory under the same path", "no such directory"])

@@ -7,7 +7,6 @@ through `unshare --pid --fork --mount-proc` (root only)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,47 +14,27 @@ import time
 from typing import Any
 
 import pytest
-from helpers import read_report, report, stop_process, wait_for
+from helpers import read_report, report, run_function, stop_process, unshare_unavailable, wait_for
 
 import shmpubsub as sps
 from shmpubsub import admin, wakeup
 from shmpubsub.names import socket_name
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 SCALE = float(os.environ.get("SHMPUBSUB_TEST_TIME_SCALE", "1"))
 
 
-def _can_unshare() -> str | None:
-    """Why the tests cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "needs root (unshare --pid)"
-    if shutil.which("unshare") is None:
-        return "needs unshare (util-linux)"
-    probe = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, text=True, check=False
-    )
-    if probe.returncode != 0:
-        return f"unshare --pid --fork --mount-proc fails here: {probe.stderr.strip()}"
-    return None
-
-
-REASON = _can_unshare()
+NAMESPACE = ("--pid", "--fork", "--mount-proc")
+REASON = unshare_unavailable(*NAMESPACE)
 if REASON is not None:
     print(f"\ntest_pid_namespaces: skipped: {REASON}", file=sys.stderr)
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 
-def _in_new_namespace(function: str, *args: Any) -> subprocess.Popen[str]:
+def _in_new_namespace(function: str, *args: Any, stdin: bool = False) -> subprocess.Popen[str]:
     """Runs this module's *function* with *args* in a new PID namespace: the process is pid 1
     there and sees none of ours. --kill-child: a SIGKILL to unshare kills it too."""
-    code = f"import sys, test_pid_namespaces as t; sys.exit(t.{function}(*{args!r}))"
-    return subprocess.Popen(
-        ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", sys.executable, "-c", code],
-        cwd=HERE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": HERE},
-    )
+    prefix = ("unshare", *NAMESPACE, "--kill-child")
+    return run_function("test_pid_namespaces", function, *args, prefix=prefix, stdin=stdin)
 
 
 # -- what runs inside the namespace -------------------------------------------------------
@@ -88,15 +67,7 @@ def publisher_inside(topic: str) -> int:
 
 
 def test_a_subscriber_in_another_namespace_receives_and_sees_a_crash(topic: str) -> None:
-    run = f"import sys, test_pid_namespaces as t; sys.exit(t.publisher_inside({topic!r}))"
-    publisher = subprocess.Popen(
-        [sys.executable, "-c", run],
-        cwd=HERE,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": HERE},
-    )
+    publisher = run_function("test_pid_namespaces", "publisher_inside", topic, stdin=True)  # here
     try:
         assert read_report(publisher)["pid"] == publisher.pid
         inside = _in_new_namespace("subscriber_inside", topic, 3)
@@ -127,15 +98,7 @@ def test_a_subscriber_in_another_namespace_receives_and_sees_a_crash(topic: str)
 
 
 def test_a_publisher_in_another_namespace_is_alive_to_subscribers_and_tools_here(topic: str) -> None:
-    inside = subprocess.Popen(
-        ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", sys.executable, "-c",
-         f"import sys, test_pid_namespaces as t; sys.exit(t.publisher_inside({topic!r}))"],
-        cwd=HERE,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": HERE},
-    )
+    inside = _in_new_namespace("publisher_inside", topic, stdin=True)
     try:
         assert read_report(inside)["pid"] == 1  # the header's pid names nobody here (or init)
         assert inside.stdin is not None
