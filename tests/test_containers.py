@@ -5,17 +5,16 @@ or replaced by another under the same path."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 from helpers import read_report, report, run_function, stop_process, unshare_unavailable
 
 import shmpubsub as sps
-from shmpubsub import wakeup
 
 REASON = unshare_unavailable("--mount")
 if REASON is not None:
@@ -46,11 +45,16 @@ def _in_container(topic: str, mount_over: str) -> subprocess.Popen[str]:
 
 
 @pytest.mark.parametrize("where", ["another directory under the same path", "no such directory"])
-def test_without_the_publishers_socket_directory_a_subscriber_polls(topic: str, where: str) -> None:
-    sockets = wakeup.socket_dir()
-    # Covering the directory itself gives the subscriber another one under its path; covering
-    # its parent leaves none at all.
-    mount_over = sockets if where.startswith("another") else os.path.dirname(sockets)
+def test_without_the_publishers_socket_directory_a_subscriber_polls(
+    topic: str, where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A socket directory of this test's own, two levels down: covering the directory itself
+    # gives the subscriber another one under its path; covering its parent leaves none at all
+    # (and hides nothing else the subscriber needs, as a tmpfs over /tmp would).
+    sockets = tmp_path / "run" / "sockets"
+    sockets.parent.mkdir()
+    monkeypatch.setenv("SHMPUBSUB_RUNTIME_DIR", str(sockets))
+    mount_over = str(sockets if where.startswith("another") else sockets.parent)
     with sps.Publisher(topic, slots=8, slot_size=64) as pub:
         inside = _in_container(topic, mount_over)
         try:
