@@ -17,6 +17,7 @@ same machine (another test run, a benchmark, a service) cannot make it fail:
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import shutil
@@ -36,6 +37,7 @@ from helpers import (
     write_topic,
 )
 
+from shmpubsub import wakeup
 from shmpubsub.names import PREFIX, SHM_DIR
 
 SOCKET_DIR = tempfile.mkdtemp(prefix="shmpubsub-tests-")  # created 0700, as the library requires
@@ -115,11 +117,17 @@ def control_bytes(template: tuple[bytes, bytes]) -> bytes:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """The whole suite must leave nothing of its own behind either. The session's socket
-    directory goes once it is empty (it is kept, for a look, if a socket was left in it)."""
+    """The whole suite must leave nothing of its own behind either. What it did leave is
+    reported (and fails the run), then removed all the same, with the session's socket
+    directory: a failed run must not litter the machine. A socket something is still bound to
+    is left alone, and so is its directory."""
     leaked = own_objects()
     if leaked:
         print(f"\nshmpubsub objects left behind: {sorted(leaked)}")
         session.exitstatus = 1
+        for path in leaked - {os.path.join(SOCKET_DIR, n) for n in os.listdir(SOCKET_DIR)}:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # this run's segments in /dev/shm
+        wakeup.sweep_dead_sockets(SOCKET_DIR)
     if not os.listdir(SOCKET_DIR):
         shutil.rmtree(SOCKET_DIR, ignore_errors=True)
