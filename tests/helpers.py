@@ -111,14 +111,21 @@ def kill_and_await_death(pid: int, timeout: float = 10) -> float:
         os.close(pidfd)
 
 
-def dead_or_zombie(pid: int) -> bool:
-    """True once *pid* has exited, reaped or not."""
+def process_state(pid: int) -> bytes | None:
+    """The state letter of *pid* in /proc/PID/stat (b"Z": a zombie), or None once it is reaped."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        return True
-    return data[data.rindex(b")") + 2 :].split()[0] in (b"Z", b"X")
+        return None
+    # The command name (field 2) may hold spaces and parentheses: the state follows its last ')'.
+    state: bytes = data[data.rindex(b")") + 2 :].split()[0]
+    return state
+
+
+def dead_or_zombie(pid: int) -> bool:
+    """True once *pid* has exited, reaped or not."""
+    return process_state(pid) in (None, b"Z", b"X")
 
 
 def check_drained(got: list[int], k: int) -> None:
@@ -430,15 +437,20 @@ class ModelRing:
             if held_n == r.next:
                 assert data is not None
                 return r.next, data
-            # Lapped. Messages 0..started-1 exist or are being written (an aborted loan counts).
-            started = max(self.write_seq, held_n + 1)
-            if r.lapped == "oldest":
-                target = started - self.slots + lap_margin(self.slots) if started > self.slots else 0
-            else:
-                target = max(self.write_seq - 1, 0)
-            target = max(target, r.next + 1)
-            r.lost += target - r.next
-            r.next = target
+            self.resync(r, held_n)
+
+    def resync(self, r: ModelReader, held_n: int) -> None:
+        """Moves *r*, lapped (slot r.next holds message *held_n*), where the C core resumes, and
+        counts what it skipped."""
+        # Messages 0..started-1 exist or are being written (an aborted loan counts).
+        started = max(self.write_seq, held_n + 1)
+        if r.lapped == "oldest":
+            target = started - self.slots + lap_margin(self.slots) if started > self.slots else 0
+        else:
+            target = max(self.write_seq - 1, 0)
+        target = max(target, r.next + 1)
+        r.lost += target - r.next
+        r.next = target
 
     def take(self, r: ModelReader) -> tuple[int, bytes] | None:
         got = self.find(r)

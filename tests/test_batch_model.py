@@ -26,7 +26,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import shmpubsub as sps
-from shmpubsub._core.ring import lap_margin
 
 # -- model-based -----------------------------------------------------------------------------------
 
@@ -51,15 +50,7 @@ class BatchModelRing(ModelRing):
                 continue
             if held_n <= r.next:
                 return super().find(r)  # not lapped: the base model decides
-            # Lapped: one step as in ModelRing.find, then look again (there may be markers).
-            started = max(self.write_seq, held_n + 1)
-            if r.lapped == "oldest":
-                target = started - self.slots + lap_margin(self.slots) if started > self.slots else 0
-            else:
-                target = max(self.write_seq - 1, 0)
-            target = max(target, r.next + 1)
-            r.lost += target - r.next
-            r.next = target
+            self.resync(r, held_n)  # lapped: one step, then look again (there may be markers)
 
     def take_many(self, r: ModelReader, max_messages: int) -> tuple[int, list[bytes]]:
         found = self.find(r)

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 from children import attach_and_idle
-from helpers import Children, socket_path, wait_for
+from helpers import Children, process_state, socket_path, wait_for
 
 import shmpubsub as sps
 from shmpubsub import Publisher, Subscriber, wakeup
@@ -104,15 +104,6 @@ def test_an_entry_whose_claimer_died_mid_claim_is_freed(topic: str) -> None:
             assert sub.receive(timeout=1).data == b"z"
 
 
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return False
-    return data[data.rindex(b")") + 2 :].split()[0] == b"Z"
-
-
 def test_max_subscribers_reclaims_killed_but_unreaped_subscriber(topic: str) -> None:
     """A subscriber killed but not yet reaped by its parent (a zombie) is dead: its entry is
     reclaimed for a newcomer (regression: zombies used to count as alive)."""
@@ -123,8 +114,8 @@ def test_max_subscribers_reclaims_killed_but_unreaped_subscriber(topic: str) -> 
         assert attached.wait(30), "the subscriber never attached"
         path = socket_path(pub.subscribers[0].token)
         os.kill(proc.pid, signal.SIGKILL)  # not joined: a zombie until the block ends
-        wait_for(lambda: _is_zombie(proc.pid), 5, "the child to die")
+        wait_for(lambda: process_state(proc.pid) == b"Z", 5, "the child to die")
         with Subscriber(topic):
             assert [e.pid for e in pub.subscribers] == [os.getpid()]
             assert not os.path.exists(path)
-        assert _is_zombie(proc.pid)  # it really was never reaped meanwhile
+        assert process_state(proc.pid) == b"Z"  # it really was never reaped meanwhile

@@ -47,6 +47,7 @@ from .errors import (
     ShmPubSubError,
     TopicExists,
     TopicNotFound,
+    one_line,
 )
 from .names import validate_topic
 from .publisher import Publisher
@@ -620,14 +621,14 @@ class SupervisedBridge(Handle):
 
 # -- the child process ---------------------------------------------------------------------
 
-# Each of them makes the bridge stop and close cleanly.
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: Each of them makes a bridge (and the command supervising it) stop and close cleanly.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _child_main(argv: list[str] | None = None) -> int:
     """The bridge process that :class:`SupervisedBridge` starts (``python -m shmpubsub.bridge
     [-v] out|in --address ADDR --hwm N --supervisor-fd FD [--as NAME] [--report S] -- TOPIC``;
-    its arguments were checked by the supervisor). Runs the bridge until any of _STOP_SIGNALS,
+    its arguments were checked by the supervisor). Runs the bridge until any of STOP_SIGNALS,
     or until its supervisor stops it or dies (end-of-file on FD), printing on stderr what
     ``shmpubsub bridge`` prints. Exit status 0, or 1 on an error (printed on one line)."""
     parser = argparse.ArgumentParser(prog="python -m shmpubsub.bridge")
@@ -643,7 +644,7 @@ def _child_main(argv: list[str] | None = None) -> int:
     level = logging.WARNING if not args.verbose else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(name)s: %(message)s")
     stop = threading.Event()
-    for signum in _STOP_SIGNALS:
+    for signum in STOP_SIGNALS:
         signal.signal(signum, lambda *_: stop.set())
     try:
         _stop_at_end_of_file(args.supervisor_fd, stop)
@@ -662,7 +663,7 @@ def _child_main(argv: list[str] | None = None) -> int:
                     print(_stats_line(link.stats()), file=sys.stderr, flush=True)
             print(f"shmpubsub: bridge stopped: {_stats_line(link.stats())}", file=sys.stderr)
     except (ShmPubSubError, OSError) as e:
-        print(f"shmpubsub: {_one_line(e)}", file=sys.stderr)
+        print(f"shmpubsub: {one_line(e)}", file=sys.stderr)
         return 1
     return 0
 
@@ -688,15 +689,6 @@ def _stop_at_end_of_file(fd: int, stop: threading.Event) -> None:
 
 def _stats_line(stats: dict[str, int]) -> str:
     return "  ".join(f"{name} {value}" for name, value in stats.items())
-
-
-def _one_line(error: Exception) -> str:
-    """An error as one line, without the "[Errno N]" that str() gives OSErrors (as the command
-    line prints them)."""
-    if isinstance(error, OSError) and error.strerror:
-        where = f"{error.filename}: " if error.filename else ""
-        return where + error.strerror
-    return str(error)
 
 
 if __name__ == "__main__":

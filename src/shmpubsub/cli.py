@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from . import admin
-from .errors import InvalidArgument, PublisherGone, ReceiveTimeout, ShmPubSubError
+from .errors import InvalidArgument, PublisherGone, ReceiveTimeout, ShmPubSubError, one_line
 from .names import validate_topic
 from .subscriber import Subscriber
 
@@ -330,10 +330,6 @@ def _demo(args: argparse.Namespace) -> int:
 # -- bridge -------------------------------------------------------------------------
 
 
-# Each of them makes a bridge (and its supervisor) stop and close cleanly.
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
 def _bridge(args: argparse.Namespace) -> int:
     """Runs the bridge in a child process under this one (bridge.SupervisedBridge, whose child
     is ``python -m shmpubsub.bridge``), which removes what the child leaves if it is killed."""
@@ -349,7 +345,7 @@ def _bridge(args: argparse.Namespace) -> int:
         verbose=getattr(args, "verbose", 0),
     )
     with supervised:
-        for signum in _STOP_SIGNALS:  # the child may get them too (Ctrl-C): stopping is idempotent
+        for signum in bridge.STOP_SIGNALS:  # the child may get them too (Ctrl-C): stopping is idempotent
             signal.signal(signum, lambda *_: supervised.stop())
         code = supervised.wait()
     if code < 0:
@@ -581,17 +577,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (ShmPubSubError, OSError) as e:
-        print(f"shmpubsub: {_message(e)}", file=sys.stderr)
+        print(f"shmpubsub: {one_line(e)}", file=sys.stderr)
         return 1
     return code
-
-
-def _message(error: Exception) -> str:
-    """An error as one line, without the "[Errno N]" that str() gives OSErrors."""
-    if isinstance(error, OSError) and error.strerror:
-        where = f"{error.filename}: " if error.filename else ""
-        return where + error.strerror
-    return str(error)
 
 
 if __name__ == "__main__":

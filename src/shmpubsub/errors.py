@@ -148,6 +148,14 @@ class TooManyOpenFiles(ShmPubSubError, OSError):
 
 
 #: The errnos of running out of file descriptors.
+def one_line(error: Exception) -> str:
+    """*error* as one line for a person, without the "[Errno N]" that str() gives OSErrors."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        return where + error.strerror
+    return str(error)
+
+
 OUT_OF_DESCRIPTORS = (_errno.EMFILE, _errno.ENFILE)
 
 
