@@ -283,14 +283,15 @@ class Waiter:
 
     # -- the publisher's end -----------------------------------------------------------
 
-    def _ended(self) -> str | None:
-        """Like end_reason, but with no system call where the sleep itself watches the
-        publisher's pidfd."""
+    def _ended(self, watched: bool = True) -> str | None:
+        """None while the publisher lives; "closed" or "crashed" once it is gone. With
+        *watched*, the caller's sleeps watch the publisher's pidfd, which then costs no system
+        call here: a death it reported is known already."""
         if self._end_reason is None:
             if self._reader.topic_closed:
                 self._end_reason = "closed"
             elif self._publisher_dead or (
-                (self._epoll is None or self._pidfd is None) and self._publisher_died()
+                (not watched or self._epoll is None or self._pidfd is None) and self._publisher_died()
             ):
                 self._end_reason = "crashed"
         return self._end_reason
@@ -298,12 +299,7 @@ class Waiter:
     @property
     def end_reason(self) -> str | None:
         """None while the publisher lives; ``"closed"`` or ``"crashed"`` once it is gone."""
-        if self._end_reason is None:
-            if self._reader.topic_closed:
-                self._end_reason = "closed"
-            elif self._publisher_dead or self._publisher_died():
-                self._end_reason = "crashed"
-        return self._end_reason
+        return self._ended(watched=False)
 
     def _publisher_died(self) -> bool:
         if self._pidfd is not None:
